@@ -1,0 +1,1 @@
+"""cli stage of the suprem_auto pipeline."""

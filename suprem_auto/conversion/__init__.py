@@ -1,0 +1,1 @@
+"""conversion stage of the suprem_auto pipeline."""

@@ -1,0 +1,1 @@
+"""crossval stage of the suprem_auto pipeline."""

@@ -1,0 +1,1 @@
+"""fingerprint stage of the suprem_auto pipeline."""

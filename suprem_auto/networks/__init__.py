@@ -1,0 +1,1 @@
+"""networks stage of the suprem_auto pipeline."""

@@ -1,0 +1,1 @@
+"""planning stage of the suprem_auto pipeline."""

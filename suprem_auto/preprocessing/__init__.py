@@ -1,0 +1,1 @@
+"""preprocessing stage of the suprem_auto pipeline."""

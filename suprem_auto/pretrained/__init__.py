@@ -1,0 +1,1 @@
+"""pretrained stage of the suprem_auto pipeline."""

@@ -1,0 +1,1 @@
+"""training stage of the suprem_auto pipeline."""

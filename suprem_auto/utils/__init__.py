@@ -1,0 +1,1 @@
+"""utils stage of the suprem_auto pipeline."""
