@@ -7,6 +7,7 @@ were trained on) is recorded in the properties and always undone by :func:`write
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -34,6 +35,33 @@ def file_ending(path: PathLike) -> str:
     return Path(path).suffix
 
 
+def _check_gzip_complete(path: Path) -> None:
+    """SimpleITK zero-fills a truncated .gz silently; decompress the stream once to detect truncation."""
+    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            try:
+                decompressor.decompress(chunk, 0)
+            except zlib.error as exc:
+                raise ImageReadError(f"{path}: corrupt gzip stream ({exc})") from None
+            while decompressor.unconsumed_tail:
+                decompressor.decompress(decompressor.unconsumed_tail, 0)
+    if not decompressor.eof:
+        raise ImageReadError(f"{path}: truncated file (gzip stream ends early)")
+
+
+def _check_uncompressed_complete(path: Path, image: sitk.Image) -> None:
+    """For a raw .nii, the file must hold at least header offset + all voxel bytes."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    offset = int(float(reader.GetMetaData("vox_offset"))) if reader.HasMetaDataKey("vox_offset") else 352
+    needed = offset + int(np.prod(image.GetSize())) * image.GetNumberOfComponentsPerPixel() * \
+        sitk.GetArrayViewFromImage(image).dtype.itemsize
+    if path.stat().st_size < needed:
+        raise ImageReadError(f"{path}: truncated file ({path.stat().st_size} bytes, {needed} expected)")
+
+
 def _read_sitk(path: PathLike) -> sitk.Image:
     path = Path(path)
     if not path.exists():
@@ -47,7 +75,12 @@ def _read_sitk(path: PathLike) -> sitk.Image:
             files = reader.GetGDCMSeriesFileNames(str(path), series[0])
             reader.SetFileNames(files)
             return reader.Execute()
-        return sitk.ReadImage(str(path))
+        if path.name.lower().endswith(".gz"):
+            _check_gzip_complete(path)
+        image = sitk.ReadImage(str(path))
+        if path.name.lower().endswith(".nii"):
+            _check_uncompressed_complete(path, image)
+        return image
     except ImageReadError:
         raise
     except Exception as exc:  # SimpleITK raises RuntimeError with a long ITK trace
