@@ -221,7 +221,10 @@ def _folder_problems(ds: RawDataset) -> Tuple[List[str], Dict[str, Path]]:
     return problems, orphans
 
 
-def _case_jobs(ds: RawDataset, orphans: Dict[str, Path]) -> List[Tuple[str, List[Path], Optional[Path], Optional[Path]]]:
+CaseJob = Tuple[str, List[Path], Optional[Path], Optional[Path]]  # case id, channel files, label, expected label
+
+
+def _case_jobs(ds: RawDataset, orphans: Dict[str, Path]) -> List[CaseJob]:
     jobs = []
     for case_id, case in ds.cases.items():
         expected = ds.folder / "labelsTr" / f"{case_id}{ds.file_ending}"
