@@ -25,7 +25,10 @@ def _add_dataset_output(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="suprem_convert", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="suprem_convert",
+        description="Convert MSD task folders, per-structure masks and DICOM series into the raw format "
+                    "(DatasetXXX_Name). Run 'suprem_convert COMMAND -h' for the flags of each command.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     msd = sub.add_parser("msd", help="MSD task folder (TaskXX_Name) -> DatasetXXX_Name",

@@ -227,7 +227,10 @@ CaseJob = Tuple[str, List[Path], Optional[Path], Optional[Path]]  # case id, cha
 def _case_jobs(ds: RawDataset, orphans: Dict[str, Path]) -> List[CaseJob]:
     jobs = []
     for case_id, case in ds.cases.items():
-        expected = ds.folder / "labelsTr" / f"{case_id}{ds.file_ending}"
+        if "dataset" in ds.dataset_json:
+            expected = ds.folder / "dataset.json"
+        else:
+            expected = ds.folder / "labelsTr" / f"{case_id}{ds.file_ending}"
         jobs.append((case_id, list(case.images), case.label, expected))
     for case_id, label in orphans.items():  # a label whose images are all missing: report the channel files
         images = [ds.folder / "imagesTr" / f"{case_id}_{c:04d}{ds.file_ending}" for c in range(ds.num_channels)]
