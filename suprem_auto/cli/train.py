@@ -1,0 +1,73 @@
+"""``suprem_train DATASET [CONFIGURATION] FOLD``: train one fold (thin wrapper over suprem_auto.training.run)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from suprem_auto.paths import add_root_arguments, roots_from_args
+from suprem_auto.training.config import add_config_arguments, overrides_from_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from suprem_auto.training.registry import describe_trainers
+
+    parser = argparse.ArgumentParser(
+        prog="suprem_train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train one cross-validation fold. Positional forms: DATASET FOLD (configuration 3d_fullres) "
+                    "or DATASET CONFIGURATION FOLD. Multi-GPU: torchrun --nproc_per_node N -m "
+                    "suprem_auto.cli.train ...",
+        epilog="trainers (-tr):\n" + describe_trainers())
+    parser.add_argument("positional", nargs="+", metavar="DATASET [CONFIGURATION] FOLD",
+                        help="dataset id or name; configuration (default 3d_fullres); fold 0-4 or 'all'")
+    parser.add_argument("-tr", dest="trainer", default=None,
+                        help="trainer name (default SupremTrainer; with -pretrained, the trainer of its backbone)")
+    parser.add_argument("-p", dest="plans", default="suprem_plans", help="plans name (default suprem_plans)")
+    parser.add_argument("-pretrained", default=None,
+                        help="initialise from a zoo name or a checkpoint file (SuPreM or suprem_train output)")
+    parser.add_argument("--weights_dir", default=None, help="folder holding downloaded zoo weights")
+    parser.add_argument("--c", dest="continue_training", action="store_true",
+                        help="continue from the newest checkpoint of this fold (final, latest, best)")
+    parser.add_argument("--val", dest="validation_only", action="store_true",
+                        help="only run the final validation with checkpoint_final.pth")
+    parser.add_argument("--npz", action="store_true", help="also save validation probabilities (.npz)")
+    parser.add_argument("--no_final_validation", action="store_true",
+                        help="skip the sliding-window validation after training")
+    parser.add_argument("-device", default="auto", choices=["auto", "cuda", "cpu", "mps"],
+                        help="device (auto: cuda > mps > cpu)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the network (falls back to eager mode if compilation fails)")
+    add_config_arguments(parser)
+    add_root_arguments(parser)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if len(args.positional) == 2:
+        dataset, configuration, fold = args.positional[0], "3d_fullres", args.positional[1]
+    elif len(args.positional) == 3:
+        dataset, configuration, fold = args.positional
+    else:
+        parser.error("expected DATASET FOLD or DATASET CONFIGURATION FOLD")
+    from suprem_auto.training.run import build_trainer, train_fold
+
+    try:
+        trainer = build_trainer(dataset, configuration, fold, roots_from_args(args), trainer_name=args.trainer,
+                                plans_name=args.plans, pretrained=args.pretrained,
+                                weights_dir=Path(args.weights_dir) if args.weights_dir else None,
+                                device=args.device, overrides=overrides_from_args(args))
+        train_fold(trainer, pretrained=args.pretrained,
+                   weights_dir=Path(args.weights_dir) if args.weights_dir else None,
+                   continue_training=args.continue_training, validation_only=args.validation_only,
+                   run_validation=not args.no_final_validation, save_probabilities=args.npz)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"suprem_train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Training hyper-parameters as one declared dataclass, overridable from the CLI and recorded per run."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+
+@dataclass
+class TrainingConfig:
+    """Every hyper-parameter a trainer uses. Defaults are nnU-Net v2's recipe; subclasses change them.
+
+    ``None`` for ``batch_size``/``patch_size`` means "take it from the plans configuration".
+    """
+
+    num_epochs: int = 1000
+    iters_per_epoch: int = 250
+    val_iters_per_epoch: int = 50
+    batch_size: Optional[int] = None
+    patch_size: Optional[List[int]] = None
+    optimizer: str = "sgd"                  # "sgd" (Nesterov) or "adamw"
+    lr: float = 1e-2
+    momentum: float = 0.99
+    weight_decay: float = 3e-5
+    lr_schedule: str = "poly"               # "poly" or "warmup_cosine"
+    poly_exponent: float = 0.9
+    warmup_epochs: int = 0
+    lr_multipliers: Dict[str, float] = field(default_factory=lambda: {"encoder": 1.0, "decoder": 1.0, "head": 1.0})
+    freeze_encoder_epochs: int = 0
+    oversample_foreground: float = 0.33
+    grad_clip: float = 12.0
+    deep_supervision: bool = True
+    dice_weight: float = 1.0
+    ce_weight: float = 1.0
+    ema_momentum: float = 0.9
+    augmentation: bool = True
+    mirror_axes: Optional[List[int]] = field(default_factory=lambda: [0, 1, 2])
+    num_workers: Optional[int] = None       # None: one per available core, capped at 12
+    seed: int = 12345
+    amp: bool = True                        # only takes effect on CUDA
+    compile: bool = False
+
+    def replace(self, **changes: Any) -> "TrainingConfig":
+        """A copy with some fields changed (unknown names raise a clear error)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# CLI flag -> (config field, type, help). Only flags given on the command line override the trainer's defaults.
+CLI_OVERRIDES = {
+    "epochs": ("num_epochs", int, "number of epochs (an epoch is --iters_per_epoch iterations)"),
+    "iters_per_epoch": ("iters_per_epoch", int, "training iterations per epoch (nnU-Net: 250)"),
+    "val_iters": ("val_iters_per_epoch", int, "validation iterations per epoch for the pseudo-Dice (nnU-Net: 50)"),
+    "lr": ("lr", float, "initial / peak learning rate"),
+    "weight_decay": ("weight_decay", float, "weight decay"),
+    "batch_size": ("batch_size", int, "global batch size (split across DDP ranks); default from the plans"),
+    "warmup_epochs": ("warmup_epochs", int, "linear warm-up epochs (warmup_cosine schedule)"),
+    "freeze_encoder_epochs": ("freeze_encoder_epochs", int, "keep the encoder frozen (lr 0) for this many epochs"),
+    "num_workers": ("num_workers", int, "data augmentation worker processes (0: in the main process)"),
+    "seed": ("seed", int, "random seed of sampling, augmentation and initialisation"),
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per entry of :data:`CLI_OVERRIDES` (default None = keep the trainer's value)."""
+    group = parser.add_argument_group("hyper-parameter overrides (default: the trainer's value)")
+    for flag, (_, typ, help_text) in CLI_OVERRIDES.items():
+        group.add_argument(f"--{flag}", type=typ, default=None, help=help_text)
+    group.add_argument("--lr_multipliers", default=None,
+                       help="per-group lr factors, e.g. encoder=0.1,decoder=1,head=1")
+    group.add_argument("--no_deep_supervision", action="store_true", help="train without deep supervision")
+    group.add_argument("--no_augmentation", action="store_true", help="no data augmentation (mirroring included)")
+
+
+def parse_multipliers(text: str) -> Dict[str, float]:
+    """Parse ``encoder=0.1,decoder=1`` into a dict; a malformed entry raises a one-line error."""
+    out: Dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--lr_multipliers: '{item}' is not NAME=FACTOR")
+        out[name.strip()] = float(value)
+    return out
+
+
+def overrides_from_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """The config changes requested on the command line."""
+    changes: Dict[str, Any] = {}
+    for flag, (name, _, _) in CLI_OVERRIDES.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            changes[name] = value
+    if getattr(args, "lr_multipliers", None):
+        changes["lr_multipliers"] = parse_multipliers(args.lr_multipliers)
+    if getattr(args, "no_deep_supervision", False):
+        changes["deep_supervision"] = False
+    if getattr(args, "no_augmentation", False):
+        changes["augmentation"] = False
+        changes["mirror_axes"] = None
+    if getattr(args, "compile", False):
+        changes["compile"] = True
+    return changes

@@ -1,0 +1,1 @@
+"""Training data: preprocessed cases, patch sampling with foreground oversampling, background workers."""

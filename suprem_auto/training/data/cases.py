@@ -1,0 +1,71 @@
+"""Read-only access to the preprocessed cases of one configuration (memory-mapped)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Set
+
+import numpy as np
+
+from suprem_auto.utils.atomic import load_json
+
+
+@dataclass
+class PreprocessedCase:
+    """One case: image (c, z, y, x) float32, segmentation (1, z, y, x) with -1 outside the nonzero mask,
+    and the stored foreground locations per label (n, 4) in (c, z, y, x)."""
+
+    case_id: str
+    data: np.ndarray
+    seg: np.ndarray
+    locations: Dict[int, np.ndarray]
+
+
+class PreprocessedCases:
+    """The cases of ``<preprocessed>/<Dataset>/<data_identifier>/`` (files are opened lazily, mmap'ed)."""
+
+    def __init__(self, folder: Path, case_ids: List[str]) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"{self.folder}: preprocessed data folder missing (run suprem_plan_and_preprocess)")
+        missing = [c for c in case_ids if not (self.folder / f"{c}.npy").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{self.folder}: preprocessed case(s) missing: {', '.join(missing[:5])}")
+        self.case_ids = list(case_ids)
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    def load(self, case_id: str) -> PreprocessedCase:
+        data = np.load(self.folder / f"{case_id}.npy", mmap_mode="r")
+        seg = np.load(self.folder / f"{case_id}_seg.npy", mmap_mode="r")
+        return PreprocessedCase(case_id, data, seg, load_locations(self.folder / f"{case_id}_locs.npz"))
+
+    def properties(self, case_id: str) -> dict:
+        return load_json(self.folder / f"{case_id}.json")
+
+
+def load_locations(path: Path) -> Dict[int, np.ndarray]:
+    """Foreground locations per label from ``<case>_locs.npz`` (empty dict if the file does not exist)."""
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as f:
+        return {int(k): f[k] for k in f.files if k.lstrip("-").isdigit()}
+
+
+def class_presence(folder: Path, case_ids: List[str]) -> Dict[str, Set[int]]:
+    """Labels present in each case, from the stored locations (falls back to reading the segmentation)."""
+    out: Dict[str, Set[int]] = {}
+    for case in case_ids:
+        locs = load_locations(Path(folder) / f"{case}_locs.npz")
+        if locs:
+            out[case] = {k for k, v in locs.items() if len(v) > 0}
+        else:
+            seg = np.load(Path(folder) / f"{case}_seg.npy", mmap_mode="r")
+            out[case] = {int(v) for v in np.unique(seg) if v > 0}
+    return out
+
+
+def list_preprocessed_cases(folder: Path) -> List[str]:
+    """Case IDs with an image array in the folder, sorted."""
+    return sorted(p.name[:-4] for p in Path(folder).glob("*.npy") if not p.name.endswith("_seg.npy"))

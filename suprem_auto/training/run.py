@@ -1,0 +1,125 @@
+"""Python API behind ``suprem_train``: resolve folders, build the trainer, train / resume / validate one fold."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+from suprem_auto.paths import Roots
+from suprem_auto.training import checkpointing, ddp
+from suprem_auto.training.registry import DEFAULT_TRAINER, resolve_trainer, trainer_for_backbone
+from suprem_auto.training.trainers.base import BaseTrainer
+from suprem_auto.utils.atomic import atomic_write_json, load_json
+
+DEFAULT_PLANS = "suprem_plans"
+
+
+def resolve_device(name: str = "auto", ctx: Optional[ddp.DistributedContext] = None) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; under DDP on CUDA each rank uses ``cuda:<LOCAL_RANK>``."""
+    ctx = ctx or ddp.DistributedContext()
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name not in ("cuda", "cpu", "mps"):
+        raise ValueError(f"-device must be cuda, cpu, mps or auto, got '{name}'")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("-device cuda requested but CUDA is not available")
+        return torch.device("cuda", ctx.local_rank if ctx.enabled else torch.cuda.current_device())
+    return torch.device(name)
+
+
+def load_plans_file(path: Path) -> Dict[str, Any]:
+    """The plans JSON (validated by suprem_auto.planning.load_plans when available)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: plans file missing (run suprem_plan_and_preprocess, or check -p)")
+    try:
+        from suprem_auto.planning import load_plans
+    except ImportError:
+        return load_json(path)
+    return load_plans(path)
+
+
+def output_folder(results_root: Path, dataset_name: str, trainer_name: str, plans_name: str,
+                  configuration: str) -> Path:
+    """``<results>/<Dataset>/<trainer>__<plans>__<configuration>``."""
+    return Path(results_root) / dataset_name / f"{trainer_name}__{plans_name}__{configuration}"
+
+
+def _find_raw(raw_root: Path, dataset_name: str) -> Optional[Path]:
+    folder = Path(raw_root) / dataset_name
+    return folder if folder.is_dir() else None
+
+
+def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int, str], roots: Roots,
+                  trainer_name: Optional[str] = None, plans_name: str = DEFAULT_PLANS,
+                  pretrained: Optional[str] = None, weights_dir: Optional[Path] = None, device: str = "auto",
+                  overrides: Optional[Dict[str, Any]] = None, echo: bool = True,
+                  trainer_class: Optional[type] = None) -> BaseTrainer:
+    """Create (not yet initialise) the trainer for one fold; copies plans/dataset files into the results folder.
+
+    ``trainer_class`` replaces the registered class (same config), e.g. for a subclass with extra hooks.
+    """
+    from suprem_auto.dataset import find_dataset_folder
+
+    ctx = ddp.context_from_env()
+    pre_dataset = find_dataset_folder(roots.preprocessed, dataset)
+    if trainer_name is None:
+        trainer_name = DEFAULT_TRAINER
+        if pretrained is not None:
+            from suprem_auto.training.trainers.pretrained_init import backbone_of_checkpoint
+
+            trainer_name = trainer_for_backbone(backbone_of_checkpoint(pretrained, weights_dir))
+    cls, name_changes = resolve_trainer(trainer_name)
+    config = cls.default_config().replace(**name_changes).replace(**(overrides or {}))
+    plans = load_plans_file(pre_dataset / f"{plans_name}.json")
+    dataset_json = load_json(pre_dataset / "dataset.json")
+    fold_str = str(fold)
+    if fold_str != "all" and not fold_str.isdigit():
+        raise ValueError(f"FOLD must be 0-4 or 'all', got '{fold}'")
+    out = output_folder(roots.results, pre_dataset.name, trainer_name, plans_name, configuration)
+    trainer = (trainer_class or cls)(plans, configuration, fold_str if fold_str == "all" else int(fold_str),
+                                     dataset_json, pre_dataset, out / f"fold_{fold_str}", config,
+                                     resolve_device(device, ctx), trainer_name,
+                                     raw_dataset=_find_raw(roots.raw, pre_dataset.name), dist_ctx=ctx, echo=echo)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "plans.json", trainer.effective_plans())
+        atomic_write_json(out / "dataset.json", dataset_json)
+        fingerprint = pre_dataset / "dataset_fingerprint.json"
+        if fingerprint.is_file():
+            shutil.copyfile(fingerprint, out / "dataset_fingerprint.json")
+    return trainer
+
+
+def train_fold(trainer: BaseTrainer, pretrained: Optional[str] = None, weights_dir: Optional[Path] = None,
+               continue_training: bool = False, validation_only: bool = False, run_validation: bool = True,
+               save_probabilities: bool = False) -> Optional[Dict[str, Any]]:
+    """Train (or resume, or only validate) and run the final validation; returns its summary (rank 0)."""
+    if pretrained is not None and continue_training:
+        raise ValueError("-pretrained cannot be combined with --c (the checkpoint already holds the weights)")
+    try:
+        trainer.initialize()
+        if validation_only:
+            final = trainer.fold_dir / checkpointing.FINAL
+            if not final.is_file():
+                raise FileNotFoundError(f"{final}: --val needs a finished training (checkpoint_final.pth)")
+            trainer.load_weights(final)
+        else:
+            latest = checkpointing.newest_checkpoint(trainer.fold_dir) if continue_training else None
+            if latest is not None:
+                trainer.resume(latest)
+            elif continue_training:
+                trainer.log.message("WARNING: --c given but no checkpoint found; starting a new training")
+            if latest is None and pretrained is not None:
+                trainer.initialize_from_pretrained(pretrained, weights_dir)
+            trainer.run_training()
+        return trainer.perform_final_validation(save_probabilities) if run_validation else None
+    finally:
+        ddp.shutdown_distributed(trainer.dist)

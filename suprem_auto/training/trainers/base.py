@@ -1,0 +1,412 @@
+"""BaseTrainer: nnU-Net v2's training recipe as a sequence of small, overridable hook methods.
+
+Life cycle: ``initialize()`` (network, optimiser, loss) -> optional ``resume()`` / ``initialize_from_pretrained()``
+-> ``run_training()`` (per epoch: ``on_epoch_start``, ``train_step`` x N, ``validation_step`` x M,
+``on_epoch_end``) -> ``on_train_end()`` -> ``perform_final_validation()``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from suprem_auto.dataset import parse_labels
+from suprem_auto.training import augmentation, checkpointing, ddp
+from suprem_auto.training.config import TrainingConfig
+from suprem_auto.training.data.cases import PreprocessedCases, class_presence, list_preprocessed_cases
+from suprem_auto.training.data.sampler import PatchSampler
+from suprem_auto.training.data.workers import BatchStream, default_num_workers
+from suprem_auto.training.loss import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
+from suprem_auto.training.metrics import dice_from_counts, tp_fp_fn
+from suprem_auto.training.optim import apply_learning_rate, build_optimizer
+from suprem_auto.training.progress import RunLog
+from suprem_auto.training.schedule import lr_for_epoch
+from suprem_auto.training.splits import fold_cases, load_or_create_splits
+from suprem_auto.utils.atomic import atomic_write_json
+
+
+class BaseTrainer:
+    """Trains one fold of one configuration. Subclasses change :meth:`default_config` or override hooks."""
+
+    #: architecture this trainer requires (None: whatever the plans configuration names)
+    backbone: Optional[str] = None
+    #: one line for ``suprem_train -h``
+    description: str = "nnU-Net v2 recipe"
+
+    @classmethod
+    def default_config(cls) -> TrainingConfig:
+        """The trainer's hyper-parameters before CLI overrides."""
+        return TrainingConfig()
+
+    def __init__(self, plans: Dict[str, Any], configuration: str, fold: Union[int, str], dataset_json: Dict[str, Any],
+                 preprocessed_dataset: Path, fold_dir: Path, config: TrainingConfig, device: torch.device,
+                 trainer_name: str, raw_dataset: Optional[Path] = None,
+                 dist_ctx: Optional[ddp.DistributedContext] = None, echo: bool = True) -> None:
+        if configuration not in plans.get("configurations", {}):
+            known = ", ".join(plans.get("configurations", {})) or "none"
+            raise ValueError(f"plans '{plans.get('plans_name')}' have no configuration '{configuration}' "
+                             f"(known: {known})")
+        self.plans = plans
+        self.configuration = configuration
+        self.plans_config: Dict[str, Any] = plans["configurations"][configuration]
+        self.fold = fold
+        self.dataset_json = dataset_json
+        self.labels = parse_labels(dataset_json)
+        if self.labels.has_regions:
+            raise ValueError("region-based training (dataset.json regions) is not supported by this trainer yet")
+        self.preprocessed_dataset = Path(preprocessed_dataset)
+        self.raw_dataset = raw_dataset
+        self.fold_dir = Path(fold_dir)
+        self.config = config
+        self.device = device
+        self.trainer_name = trainer_name
+        self.dist = dist_ctx or ddp.DistributedContext()
+        self.log = RunLog(self.fold_dir, enabled=self.dist.is_main, echo=echo)
+        self.patch_size: List[int] = list(config.patch_size or self.plans_config["patch_size"])
+        self.global_batch_size: int = int(config.batch_size or self.plans_config["batch_size"])
+        self.num_input_channels = len(dataset_json["channel_names"])
+        self.num_outputs = self.labels.num_segmentation_heads
+        self.current_epoch = 0
+        self.best_ema: Optional[float] = None
+        self.ema: Optional[float] = None
+        self.network: Optional[nn.Module] = None       # plain module (weights saved from here)
+        self.forward_module: Optional[nn.Module] = None  # DDP / compiled wrapper used for forward passes
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.grad_scaler: Optional[torch.amp.GradScaler] = None
+        self.loss: Optional[nn.Module] = None
+        self._streams: List[BatchStream] = []
+
+    # ----------------------------------------------------------------- set-up hooks
+    @property
+    def architecture(self) -> Dict[str, Any]:
+        """The architecture entry used (the plans' one, or the trainer's backbone with default kwargs)."""
+        arch = self.plans_config["architecture"]
+        if self.backbone is None or arch.get("name") == self.backbone:
+            return arch
+        return {"name": self.backbone, "kwargs": {}}
+
+    def effective_plans(self) -> Dict[str, Any]:
+        """The plans with this trainer's architecture, as copied to the results folder for inference."""
+        plans = dict(self.plans)
+        configs = dict(plans["configurations"])
+        configs[self.configuration] = dict(self.plans_config, architecture=self.architecture)
+        plans["configurations"] = configs
+        return plans
+
+    def build_network(self) -> nn.Module:
+        from suprem_auto.networks import build_network
+
+        return build_network(self.architecture, self.num_input_channels, self.num_outputs,
+                             self.config.deep_supervision)
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.network, self.config)
+
+    def build_loss(self) -> nn.Module:
+        base = DiceCELoss(batch_dice=bool(self.plans_config.get("batch_dice", False)),
+                          dice_weight=self.config.dice_weight, ce_weight=self.config.ce_weight,
+                          ignore_label=self.labels.ignore_label)
+        if not getattr(self.network, "deep_supervision", False):
+            return base
+        num_outputs = self._count_outputs()
+        return DeepSupervisionLoss(base, deep_supervision_weights(num_outputs))
+
+    def training_transforms(self):
+        return augmentation.training_transforms(self.patch_size, self.config.mirror_axes, self.config.augmentation)
+
+    def validation_transforms(self):
+        return augmentation.validation_transforms()
+
+    def initialize(self) -> None:
+        """Build network, optimiser, grad scaler and loss on the device (wrapped for DDP / compile)."""
+        torch.manual_seed(self.config.seed)
+        ddp.init_distributed(self.dist, self.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(max(1, default_num_workers(cap=64)))
+        self.network = self.build_network().to(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.network = nn.SyncBatchNorm.convert_sync_batchnorm(self.network)
+        self.optimizer = self.configure_optimizer()
+        use_amp = self.config.amp and self.device.type == "cuda"
+        self.grad_scaler = torch.amp.GradScaler("cuda") if use_amp else None
+        self.loss = self.build_loss()
+        self.forward_module = self._wrap(self.network)
+
+    def _wrap(self, network: nn.Module) -> nn.Module:
+        module = network
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            module = DistributedDataParallel(network, device_ids=[self.dist.local_rank]
+                                             if self.device.type == "cuda" else None)
+        if self.config.compile:
+            module = torch.compile(module)
+        return module
+
+    def _count_outputs(self) -> int:
+        was_training = self.network.training
+        self.network.eval()
+        with torch.no_grad():
+            out = self.network(torch.zeros((1, self.num_input_channels, *self.patch_size), device=self.device))
+        self.network.train(was_training)
+        return len(out) if isinstance(out, (list, tuple)) else 1
+
+    # ----------------------------------------------------------------- data
+    def split(self) -> "tuple[List[str], List[str]]":
+        """(train, val) case IDs of this fold from splits_final.json (created if missing)."""
+        data_folder = self.data_folder
+        cases = list_preprocessed_cases(data_folder)
+        if not cases:
+            raise FileNotFoundError(f"{data_folder}: no preprocessed cases (run suprem_plan_and_preprocess)")
+        presence = class_presence(data_folder, cases)
+        if self.dist.is_main:
+            splits = load_or_create_splits(self.preprocessed_dataset, presence, self.raw_dataset, seed=12345)
+        ddp.barrier(self.dist)
+        if not self.dist.is_main:
+            splits = load_or_create_splits(self.preprocessed_dataset, presence, self.raw_dataset, seed=12345)
+        return fold_cases(splits, self.fold, cases)
+
+    @property
+    def data_folder(self) -> Path:
+        return self.preprocessed_dataset / self.plans_config["data_identifier"]
+
+    def build_streams(self) -> "tuple[BatchStream, BatchStream]":
+        """Training and validation batch streams for this rank (seeded by run seed, epoch and rank)."""
+        train_cases, val_cases = self.split()
+        bs = ddp.rank_batch_size(self.global_batch_size, self.dist)
+        forced = ddp.rank_forced_foreground(self.global_batch_size, self.config.oversample_foreground, self.dist)
+        crop = augmentation.initial_patch_size(self.patch_size) if self.config.augmentation else self.patch_size
+        seed = self.config.seed + 1_000_003 * self.current_epoch + 101 * self.dist.rank
+        workers = default_num_workers() if self.config.num_workers is None else self.config.num_workers
+        train_sampler = PatchSampler(PreprocessedCases(self.data_folder, train_cases), crop, bs, forced, seed)
+        val_sampler = PatchSampler(PreprocessedCases(self.data_folder, val_cases), self.patch_size, bs, forced, seed + 1)
+        train = BatchStream(train_sampler, self.training_transforms(), workers, seed)
+        val = BatchStream(val_sampler, self.validation_transforms(), max(1, workers // 2) if workers else 0, seed + 1)
+        self._streams = [train, val]
+        return train, val
+
+    def close_streams(self) -> None:
+        for s in self._streams:
+            s.close()
+        self._streams = []
+
+    def _to_device(self, batch: Dict[str, Any]) -> "tuple[torch.Tensor, torch.Tensor]":
+        data = torch.from_numpy(np.ascontiguousarray(batch["data"], dtype=np.float32))
+        target = torch.from_numpy(np.ascontiguousarray(batch["seg"]).astype(np.int64))
+        return data.to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
+
+    def _autocast(self):
+        if self.grad_scaler is not None:
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        return nullcontext()
+
+    # ----------------------------------------------------------------- steps
+    def _forward(self, data: torch.Tensor):
+        try:
+            return self.forward_module(data)
+        except Exception as exc:
+            if not self.config.compile or self.forward_module is None or not hasattr(self.forward_module, "_orig_mod"):
+                raise
+            self.log.message(f"WARNING: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                             f"continuing without compilation")
+            self.forward_module = self.forward_module._orig_mod
+            return self.forward_module(data)
+
+    def train_step(self, batch: Dict[str, Any]) -> float:
+        """One optimiser step; returns the loss."""
+        data, target = self._to_device(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            output = self._forward(data)
+            loss = self.loss(output, target)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def validation_step(self, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        """Loss and TP/FP/FN per foreground class on one validation batch (highest-resolution output)."""
+        data, target = self._to_device(batch)
+        with self._autocast():
+            output = self._forward(data)
+            loss = self.loss(output, target)
+        top = output[0] if isinstance(output, (list, tuple)) else output
+        tp, fp, fn = tp_fp_fn(top.float(), target, self.labels.ignore_label)
+        return {"loss": loss.detach().double().cpu(), "tp": tp.cpu(), "fp": fp.cpu(), "fn": fn.cpu()}
+
+    # ----------------------------------------------------------------- epoch hooks
+    def learning_rate(self, epoch: int) -> float:
+        c = self.config
+        return lr_for_epoch(c.lr_schedule, c.lr, epoch, c.num_epochs, c.poly_exponent, c.warmup_epochs)
+
+    def frozen_groups(self, epoch: int) -> List[str]:
+        return ["encoder"] if epoch < self.config.freeze_encoder_epochs else []
+
+    def on_train_start(self) -> None:
+        self.fold_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            atomic_write_json(self.fold_dir / "hyperparameters.json", self.hyperparameters())
+        self.log.message(f"{self.trainer_name}: fold {self.fold}, configuration {self.configuration}, "
+                         f"patch {self.patch_size}, batch {self.global_batch_size}, device {self.device}, "
+                         f"ranks {self.dist.world_size}, epochs {self.current_epoch}->{self.config.num_epochs}")
+
+    def on_epoch_start(self, epoch: int) -> None:
+        frozen = self.frozen_groups(epoch)
+        apply_learning_rate(self.optimizer, self.learning_rate(epoch), frozen)
+        self.network.train()
+
+    def on_epoch_end(self, epoch: int, train_losses: Sequence[float], val_results: Sequence[Dict[str, torch.Tensor]],
+                     epoch_time: float) -> None:
+        """Reduce metrics over ranks, update the EMA, log, and save latest / best checkpoints."""
+        totals = torch.stack([torch.tensor(sum(train_losses), dtype=torch.float64),
+                              torch.tensor(float(len(train_losses)), dtype=torch.float64),
+                              sum(r["loss"] for r in val_results), torch.tensor(float(len(val_results)),
+                                                                                dtype=torch.float64)])
+        counts = torch.stack([sum(r[k] for r in val_results) for k in ("tp", "fp", "fn")])
+        ddp.all_reduce_sum(totals, self.dist)
+        ddp.all_reduce_sum(counts, self.dist)
+        dice = dice_from_counts(counts[0], counts[1], counts[2])
+        finite = [d for d in dice if not math.isnan(d)]
+        mean_dice = float(np.mean(finite)) if finite else 0.0
+        m = self.config.ema_momentum
+        self.ema = mean_dice if self.ema is None else m * self.ema + (1 - m) * mean_dice
+        record = {"epoch": epoch, "train_loss": float(totals[0] / totals[1]), "val_loss": float(totals[2] / totals[3]),
+                  "pseudo_dice": dice, "mean_pseudo_dice": mean_dice, "ema_pseudo_dice": self.ema,
+                  "lr": max(g["lr"] for g in self.optimizer.param_groups), "epoch_time_s": epoch_time,
+                  "frozen": self.frozen_groups(epoch)}
+        self.log.epoch_end(record)
+        self.current_epoch = epoch + 1
+        if self.best_ema is None or self.ema > self.best_ema:
+            self.best_ema = self.ema
+            self.save(checkpointing.BEST)
+            self.log.message(f"new best EMA pseudo-Dice {self.ema:.4f}")
+        self.save(checkpointing.LATEST)
+
+    def on_train_end(self) -> None:
+        self.save(checkpointing.FINAL)
+        self.log.message(f"training done: {self.current_epoch} epochs, best EMA pseudo-Dice "
+                         f"{self.best_ema if self.best_ema is not None else float('nan'):.4f}")
+
+    # ----------------------------------------------------------------- main loop
+    def run_training(self) -> None:
+        """Train from ``current_epoch`` to ``num_epochs`` (resumable), then save checkpoint_final.pth."""
+        if self.network is None:
+            self.initialize()
+        self.on_train_start()
+        if self.current_epoch < self.config.num_epochs:
+            train_stream, val_stream = self.build_streams()
+            try:
+                for epoch in range(self.current_epoch, self.config.num_epochs):
+                    self.run_epoch(epoch, train_stream, val_stream)
+            finally:
+                self.close_streams()
+        self.on_train_end()
+
+    def run_epoch(self, epoch: int, train_stream: BatchStream, val_stream: BatchStream) -> None:
+        start = time.time()
+        self.on_epoch_start(epoch)
+        losses: List[float] = []
+        bar = tqdm(range(self.config.iters_per_epoch), desc=f"epoch {epoch}/{self.config.num_epochs}",
+                   disable=not self.dist.is_main, leave=False, dynamic_ncols=True)
+        for _ in bar:
+            losses.append(self.train_step(next(train_stream)))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        bar.close()
+        self.network.eval()
+        val_results = [self.validation_step(next(val_stream)) for _ in range(self.config.val_iters_per_epoch)]
+        self.on_epoch_end(epoch, losses, val_results, time.time() - start)
+
+    # ----------------------------------------------------------------- final validation
+    def perform_final_validation(self, save_probabilities: bool = False) -> Optional[Dict[str, Any]]:
+        """Sliding-window prediction of this fold's validation cases into ``validation/`` and evaluation against
+        ``gt_segmentations`` (rank 0 only); returns the summary."""
+        from suprem_auto.training.validation import run_final_validation
+
+        if self.network is None:
+            self.initialize()
+        summary = None
+        if self.dist.is_main:
+            _, val_cases = self.split()
+            had_ds = getattr(self.network, "deep_supervision", False)
+            if had_ds:
+                self.network.deep_supervision = False
+            try:
+                summary = run_final_validation(self.network, self.effective_plans(), self.configuration,
+                                               self.dataset_json, val_cases, self.raw_dataset,
+                                               self.preprocessed_dataset / "gt_segmentations",
+                                               self.fold_dir / "validation", self.config.mirror_axes,
+                                               save_probabilities, progress=self.log.echo)
+            finally:
+                if had_ds:
+                    self.network.deep_supervision = True
+            mean = (summary.get("foreground_mean") or {}).get("dice")
+            self.log.message(f"final validation on {len(val_cases)} cases: mean foreground Dice {mean}")
+        else:
+            self.split()
+        ddp.barrier(self.dist)
+        return summary
+
+    # ----------------------------------------------------------------- checkpoints
+    def hyperparameters(self) -> Dict[str, Any]:
+        """Exact values of this run (written to hyperparameters.json)."""
+        return {"trainer_name": self.trainer_name, "trainer_class": type(self).__name__,
+                "configuration": self.configuration, "plans_name": self.plans.get("plans_name"),
+                "fold": str(self.fold), "patch_size": self.patch_size, "global_batch_size": self.global_batch_size,
+                "world_size": self.dist.world_size, "device": str(self.device), "architecture": self.architecture,
+                "num_input_channels": self.num_input_channels, "num_outputs": self.num_outputs,
+                "torch_version": torch.__version__, "config": self.config.to_json()}
+
+    def checkpoint_content(self) -> Dict[str, Any]:
+        return {"network_weights": self.network.state_dict(),
+                "optimizer_state": self.optimizer.state_dict(),
+                "scheduler_state": {"name": self.config.lr_schedule, "epoch": self.current_epoch},
+                "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+                "epoch": self.current_epoch, "trainer_name": self.trainer_name,
+                "configuration": self.configuration, "plans_name": self.plans.get("plans_name"),
+                "architecture": self.architecture, "num_input_channels": self.num_input_channels,
+                "num_outputs": self.num_outputs,
+                "inference_allowed_mirroring_axes": list(self.config.mirror_axes or []),
+                "logging": {"history": self.log.history, "ema": self.ema, "best_ema": self.best_ema},
+                "rng_state": checkpointing.capture_rng_state()}
+
+    def save(self, name: str) -> None:
+        if self.dist.is_main:
+            checkpointing.save_checkpoint(self.fold_dir / name, self.checkpoint_content())
+
+    def resume(self, path: Path) -> None:
+        """Restore everything needed to continue exactly where ``path`` was written."""
+        if self.network is None:
+            self.initialize()
+        ckpt = checkpointing.load_checkpoint(path, map_location=str(self.device))
+        self.network.load_state_dict(ckpt["network_weights"])
+        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        if self.grad_scaler is not None and ckpt.get("grad_scaler_state"):
+            self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
+        self.current_epoch = int(ckpt["epoch"])
+        logging = ckpt.get("logging", {})
+        self.ema, self.best_ema = logging.get("ema"), logging.get("best_ema")
+        self.log.restore(logging.get("history", []))
+        if "rng_state" in ckpt:
+            checkpointing.restore_rng_state(ckpt["rng_state"])
+        self.log.message(f"resumed from {path.name} at epoch {self.current_epoch}")
+
+    def load_weights(self, path: Path) -> None:
+        """Load only network weights (for --val or inference) from one of our checkpoints."""
+        if self.network is None:
+            self.initialize()
+        self.network.load_state_dict(checkpointing.load_checkpoint(path, str(self.device))["network_weights"])

@@ -1,0 +1,56 @@
+"""The concrete trainers: the nnU-Net recipe from scratch and one fine-tuning trainer per SuPreM backbone."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from suprem_auto.training.config import TrainingConfig
+from suprem_auto.training.trainers.base import BaseTrainer
+from suprem_auto.training.trainers.pretrained_init import load_into
+
+
+class SupremTrainer(BaseTrainer):
+    """nnU-Net v2 recipe with the plans' architecture (plain U-Net by default); -pretrained loads weights as is."""
+
+    description = ("nnU-Net v2 recipe (SGD 0.01 Nesterov 0.99, poly 0.9, Dice+CE, deep supervision, "
+                   "1000x250 iterations) with the plans' architecture")
+
+    def initialize_from_pretrained(self, name_or_path: str, weights_dir: Optional[Path] = None) -> None:
+        """Load pre-trained weights (zoo name, SuPreM file or one of our checkpoints) into the network."""
+        if self.network is None:
+            self.initialize()
+        summary, warnings = load_into(self.network, self.architecture["name"], name_or_path, self.effective_plans(),
+                                      self.fold_dir / "load_report.json", weights_dir)
+        for line in summary.splitlines():
+            self.log.message(line)
+        for warning in warnings:
+            self.log.message(f"WARNING (preprocessing differs from the checkpoint's): {warning}")
+
+
+class FineTuneTrainer(SupremTrainer):
+    """SuPreM's fine-tuning recipe: AdamW lr 1e-4, weight decay 1e-5, linear warm-up then cosine decay.
+
+    ``freeze_encoder_epochs`` keeps the encoder at lr 0 for the first epochs; ``lr_multipliers`` scale each group.
+    """
+
+    description = "SuPreM fine-tuning recipe (AdamW 1e-4, wd 1e-5, warm-up + cosine)"
+
+    @classmethod
+    def default_config(cls) -> TrainingConfig:
+        return TrainingConfig(optimizer="adamw", lr=1e-4, weight_decay=1e-5, lr_schedule="warmup_cosine",
+                              warmup_epochs=20, deep_supervision=False)
+
+
+class SupremUNetTrainer(FineTuneTrainer):
+    backbone = "suprem_unet"
+    description = "SuPreM U-Net backbone + " + FineTuneTrainer.description
+
+
+class SegResNetTrainer(FineTuneTrainer):
+    backbone = "segresnet"
+    description = "SuPreM SegResNet backbone + " + FineTuneTrainer.description
+
+
+class SwinUNETRTrainer(FineTuneTrainer):
+    backbone = "swin_unetr"
+    description = "SuPreM Swin UNETR backbone + " + FineTuneTrainer.description
