@@ -1,1 +1,49 @@
-"""networks stage of the suprem_auto pipeline."""
+"""Network construction from a plans ``architecture`` entry: ``build_network(architecture, in_ch, out_ch, ds)``."""
+from __future__ import annotations
+
+from torch import nn
+
+from suprem_auto.networks.groups import parameter_groups
+from suprem_auto.networks.plain_unet import PlainConvUNet, conv_feature_map_voxels
+from suprem_auto.networks.segresnet import SuPreMSegResNet
+from suprem_auto.networks.suprem_unet import UNet3D
+from suprem_auto.networks.swin_unetr import SuPreMSwinUNETR
+
+ARCHITECTURES = ("plain_unet", "suprem_unet", "segresnet", "swin_unetr")
+_ALLOWED_KWARGS = {
+    "plain_unet": {"n_stages", "features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage",
+                   "n_conv_per_stage_decoder"},
+    "suprem_unet": set(),
+    "segresnet": {"init_filters", "blocks_down", "blocks_up", "dropout_prob"},
+    "swin_unetr": {"feature_size", "depths", "num_heads", "dropout_path_rate", "use_checkpoint", "patch_merging"},
+}
+
+
+def build_network(architecture: dict, num_input_channels: int, num_outputs: int,
+                  deep_supervision: bool) -> nn.Module:
+    """Build the network named by ``architecture = {"name": ..., "kwargs": {...}}``.
+
+    Only ``plain_unet`` supports deep supervision; the SuPreM backbones ignore the flag. Every returned module has a
+    settable ``deep_supervision`` attribute and ``architecture_name``.
+    """
+    name = architecture.get("name")
+    kwargs = dict(architecture.get("kwargs") or {})
+    if name not in _ALLOWED_KWARGS:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    unknown = sorted(set(kwargs) - _ALLOWED_KWARGS[name])
+    if unknown:
+        raise ValueError(f"architecture {name!r} does not take kwargs {unknown}")
+    if name == "plain_unet":
+        net: nn.Module = PlainConvUNet(num_input_channels, num_outputs, deep_supervision=deep_supervision, **kwargs)
+    elif name == "suprem_unet":
+        net = UNet3D(num_input_channels, num_outputs)
+    elif name == "segresnet":
+        net = SuPreMSegResNet(num_input_channels, num_outputs, **kwargs)
+    else:
+        net = SuPreMSwinUNETR(num_input_channels, num_outputs, **kwargs)
+    net.architecture_name = name
+    return net
+
+
+__all__ = ["ARCHITECTURES", "build_network", "conv_feature_map_voxels", "parameter_groups", "PlainConvUNet",
+           "UNet3D", "SuPreMSegResNet", "SuPreMSwinUNETR"]
