@@ -1,0 +1,129 @@
+"""Find the cases to predict: a folder of ``{case}_{XXXX}.ext`` files, single files, or DICOM series folders.
+
+A case that cannot be assembled (missing channel files) is returned with an ``error`` so the caller can report it
+and go on with the others.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+import SimpleITK as sitk
+
+from suprem_auto.imageio.sitk_io import SUPPORTED_ENDINGS
+
+PathLike = Union[str, Path]
+CaseInputs = Union[PathLike, Sequence[Sequence[PathLike]], Mapping[str, Sequence[PathLike]]]
+_CHANNEL_SUFFIX = re.compile(r"^(.+)_(\d{4})$")
+
+
+@dataclass
+class InputCase:
+    """One case to predict: its channel files (or DICOM folders) in channel order."""
+
+    case_id: str
+    files: List[Path] = field(default_factory=list)
+    error: Optional[str] = None
+
+
+def image_ending(path: PathLike) -> Optional[str]:
+    """The supported image ending of a file name (``.nii.gz``, ...), or None."""
+    name = Path(path).name.lower()
+    return next((e for e in SUPPORTED_ENDINGS if name.endswith(e)), None)
+
+
+def _stem(path: Path) -> str:
+    ending = image_ending(path) or ""
+    return path.name[:len(path.name) - len(ending)]
+
+
+def is_dicom_series_folder(folder: PathLike) -> bool:
+    """True when the folder holds at least one DICOM series (non-recursive)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+
+
+def _group_files(files: List[Path], num_channels: int, source: Path) -> List[InputCase]:
+    with_channel: Dict[str, Dict[int, Path]] = {}
+    plain: Dict[str, Path] = {}
+    for f in files:
+        match = _CHANNEL_SUFFIX.match(_stem(f))
+        if match:
+            with_channel.setdefault(match.group(1), {})[int(match.group(2))] = f
+        else:
+            plain[_stem(f)] = f
+    cases: List[InputCase] = []
+    for case_id, channels in with_channel.items():
+        wanted = list(range(num_channels))
+        missing = [c for c in wanted if c not in channels]
+        extra = sorted(set(channels) - set(wanted))
+        if missing or extra:
+            problem = (f"missing channel file(s) {', '.join(f'{case_id}_{c:04d}' for c in missing)}" if missing
+                       else f"unexpected channel file(s) {', '.join(f'{case_id}_{c:04d}' for c in extra)}")
+            cases.append(InputCase(case_id, sorted(channels.values()),
+                                   f"{source}: case {case_id}: {problem} (the model takes {num_channels} channel(s))"))
+        else:
+            cases.append(InputCase(case_id, [channels[c] for c in wanted]))
+    for case_id, f in plain.items():
+        if case_id in with_channel:
+            cases.append(InputCase(case_id, [f], f"{f}: case {case_id} also has _XXXX channel files; rename one"))
+        elif num_channels != 1:
+            cases.append(InputCase(case_id, [f], f"{f}: the model takes {num_channels} channels; name the files "
+                                                  f"{case_id}_0000...{case_id}_{num_channels - 1:04d}"))
+        else:
+            cases.append(InputCase(case_id, [f]))
+    return cases
+
+
+def _from_folder(folder: Path, num_channels: int) -> List[InputCase]:
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and image_ending(p)]
+    cases = _group_files(files, num_channels, folder)
+    subfolders = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for sub in subfolders:
+        if is_dicom_series_folder(sub):
+            error = None if num_channels == 1 else f"{sub}: a DICOM series is one channel; the model takes {num_channels}"
+            cases.append(InputCase(sub.name, [sub], error))
+    if not cases and is_dicom_series_folder(folder):
+        error = None if num_channels == 1 else f"{folder}: a DICOM series is one channel; the model takes {num_channels}"
+        cases.append(InputCase(folder.name, [folder], error))
+    return cases
+
+
+def _from_file(path: Path, num_channels: int) -> List[InputCase]:
+    match = _CHANNEL_SUFFIX.match(_stem(path))
+    if match and num_channels > 1:
+        ending = path.name[len(_stem(path)):]
+        siblings = [path.parent / f"{match.group(1)}_{c:04d}{ending}" for c in range(num_channels)]
+        return _group_files([p for p in siblings if p.exists()], num_channels, path.parent)
+    return _group_files([path], num_channels, path.parent)
+
+
+def find_input_cases(inputs: CaseInputs, num_channels: int) -> List[InputCase]:
+    """Cases sorted by id from a folder, a single image file, a DICOM series folder, a list of per-case file lists
+    (nnU-Net's ``list_of_lists``) or a ``{case_id: files}`` mapping."""
+    if isinstance(inputs, Mapping):
+        cases = [InputCase(str(k), [Path(p) for p in v]) for k, v in inputs.items()]
+    elif isinstance(inputs, (str, Path)):
+        path = Path(inputs)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: input does not exist")
+        cases = _from_folder(path, num_channels) if path.is_dir() else _from_file(path, num_channels)
+        if not cases:
+            raise FileNotFoundError(f"{path}: no images found (expected {{case}}_{{XXXX}}"
+                                    f"{'|'.join(SUPPORTED_ENDINGS)} files or DICOM series)")
+    else:
+        cases = []
+        for files in inputs:
+            files = [Path(p) for p in files]
+            if not files:
+                continue
+            match = _CHANNEL_SUFFIX.match(_stem(files[0]))
+            cases.append(InputCase(match.group(1) if match else _stem(files[0]), files))
+    for case in cases:
+        if case.error is None and len(case.files) != num_channels:
+            case.error = f"case {case.case_id}: {len(case.files)} file(s) given, the model takes {num_channels} channel(s)"
+    return sorted(cases, key=lambda c: c.case_id)
