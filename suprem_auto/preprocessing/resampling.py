@@ -4,7 +4,7 @@ Coordinates follow skimage's ``resize`` (and nnU-Net): output voxel ``j`` sample
 ``(j + 0.5) * n_in / n_out - 0.5`` with edge values repeated. Anisotropic data (max/min spacing above a threshold,
 one coarse axis) is resampled "separately along z": in-plane with the requested order, along the coarse axis with
 ``order_z`` (0 = nearest). Label maps are resampled one label at a time as a linearly interpolated one-hot mask
-(value >= 0.5 wins, later labels override earlier ones), restricted to each label's bounding box for speed.
+(per-voxel argmax, exact ties to the nearest-neighbour label), restricted to each label's bounding box.
 """
 from __future__ import annotations
 
@@ -158,21 +158,24 @@ def _resize_box(mask: np.ndarray, plans: Sequence[Tuple[slice, np.ndarray, np.nd
 
 def resample_segmentation(seg: np.ndarray, new_shape: Sequence[int], z_axis: Optional[int] = None,
                           order: int = 1, order_z: int = 0) -> np.ndarray:
-    """Resample an integer (z, y, x) label map via per-label linear one-hot masks (order 0: nearest)."""
+    """Resample an integer (z, y, x) label map: each voxel takes the label whose interpolated one-hot indicator is
+    largest (order 1 linear, order 0 nearest); an exact tie goes to the nearest-neighbour label when it is one of
+    the tied labels, else to the smallest tied label. Each label is interpolated only inside its bounding box."""
     new_shape = tuple(int(n) for n in new_shape)
     if tuple(seg.shape) == new_shape:
         return seg.copy()
     axis_orders = [order] * 3
     if z_axis is not None:
         axis_orders[z_axis] = min(order_z, 1)
+    nearest = seg[np.ix_(*[_nearest_indices(n_in, n_out) for n_in, n_out in zip(seg.shape, new_shape)])]
     if all(o == 0 for o in axis_orders):
-        idx = [_nearest_indices(n_in, n_out) for n_in, n_out in zip(seg.shape, new_shape)]
-        return seg[np.ix_(*idx)]
+        return nearest
     labels = np.unique(seg)
     out = np.zeros(new_shape, dtype=seg.dtype)
+    best = np.full(new_shape, -1.0, dtype=np.float32)
     offset = int(labels.min())
     boxes = ndimage.find_objects((seg - offset + 1).astype(np.int32))
-    for label in labels:
+    for label in labels:  # ascending, so among tied labels the smallest is kept unless the nearest one wins
         box = boxes[int(label) - offset]
         if box is None:
             continue
@@ -182,7 +185,10 @@ def resample_segmentation(seg: np.ndarray, new_shape: Sequence[int], z_axis: Opt
                       for n_in, n_out, b, o in zip(seg.shape, new_shape, box, axis_orders)]
         if any(p[0].stop <= p[0].start for p in axis_plans):
             continue
-        resized = _resize_box(seg[box] == label, axis_plans)
-        target = out[tuple(p[0] for p in axis_plans)]
-        target[resized >= 0.5] = label
+        score = _resize_box(seg[box] == label, axis_plans)
+        target = tuple(p[0] for p in axis_plans)
+        best_view, out_view = best[target], out[target]
+        wins = (score > best_view) | ((score == best_view) & (nearest[target] == label))
+        out_view[wins] = label
+        best_view[wins] = score[wins]
     return out
