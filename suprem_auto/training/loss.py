@@ -8,11 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def deep_supervision_weights(num_outputs: int) -> List[float]:
-    """nnU-Net's weights: 1/2^i for output i (highest resolution first), 0 for the lowest, normalised to sum 1."""
+def deep_supervision_weights(num_outputs: int, lowest: float = 0.0) -> List[float]:
+    """nnU-Net's weights: 1/2^i for output i (highest resolution first), ``lowest`` (0; 1e-6 under DDP so every
+    parameter gets a gradient) for the lowest-resolution output, normalised to sum 1."""
     weights = [1.0 / (2 ** i) for i in range(num_outputs)]
     if num_outputs > 1:
-        weights[-1] = 0.0
+        weights[-1] = lowest
     total = sum(weights)
     return [w / total for w in weights]
 

@@ -60,13 +60,14 @@ class RunLog:
 
 
 def plot_progress(history: List[Dict[str, Any]], target: Path) -> None:
-    """Three panels: losses with pseudo-Dice and its EMA, learning rate, epoch time (matplotlib Agg)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Three panels: losses with pseudo-Dice and its EMA, learning rate, epoch time (Agg canvas, no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(3, 1, figsize=(10, 12))
+    fig = Figure(figsize=(10, 12))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(3, 1)
     ax = axes[0]
     ax.plot(epochs, [h["train_loss"] for h in history], color="b", label="train loss")
     ax.plot(epochs, [h["val_loss"] for h in history], color="r", label="val loss")
@@ -85,5 +86,4 @@ def plot_progress(history: List[Dict[str, Any]], target: Path) -> None:
     axes[2].set_xlabel("epoch")
     fig.tight_layout()
     with atomic_path(target, suffix=".png") as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+        fig.savefig(tmp, format="png")

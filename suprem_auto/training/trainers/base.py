@@ -116,7 +116,7 @@ class BaseTrainer:
         if not getattr(self.network, "deep_supervision", False):
             return base
         num_outputs = self._count_outputs()
-        return DeepSupervisionLoss(base, deep_supervision_weights(num_outputs))
+        return DeepSupervisionLoss(base, deep_supervision_weights(num_outputs, 1e-6 if self.dist.enabled else 0.0))
 
     def training_transforms(self):
         return augmentation.training_transforms(self.patch_size, self.config.mirror_axes, self.config.augmentation)
@@ -125,11 +125,13 @@ class BaseTrainer:
         return augmentation.validation_transforms()
 
     def initialize(self) -> None:
-        """Build network, optimiser, grad scaler and loss on the device (wrapped for DDP / compile)."""
+        """Build network, optimiser, grad scaler and loss on the device (wrapped for DDP / compile); idempotent."""
+        if self.network is not None:
+            return
         torch.manual_seed(self.config.seed)
         ddp.init_distributed(self.dist, self.device)
-        if self.device.type == "cpu":
-            torch.set_num_threads(max(1, default_num_workers(cap=64)))
+        if self.device.type == "cpu":  # data workers and torch threads share the cores
+            torch.set_num_threads(max(1, default_num_workers(cap=256) - self.num_workers))
         self.network = self.build_network().to(self.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.network = nn.SyncBatchNorm.convert_sync_batchnorm(self.network)
@@ -138,6 +140,16 @@ class BaseTrainer:
         self.grad_scaler = torch.amp.GradScaler("cuda") if use_amp else None
         self.loss = self.build_loss()
         self.forward_module = self._wrap(self.network)
+
+    @property
+    def num_workers(self) -> int:
+        """Augmentation workers: the configured number, else one per core (at most 12) on GPU and a quarter of
+        the cores on CPU, where the network itself needs the cores."""
+        if self.config.num_workers is not None:
+            return self.config.num_workers
+        if self.device.type == "cpu":
+            return max(1, default_num_workers(cap=256) // 4)
+        return default_num_workers(cap=12)
 
     def _wrap(self, network: nn.Module) -> nn.Module:
         module = network
@@ -184,7 +196,7 @@ class BaseTrainer:
         forced = ddp.rank_forced_foreground(self.global_batch_size, self.config.oversample_foreground, self.dist)
         crop = augmentation.initial_patch_size(self.patch_size) if self.config.augmentation else self.patch_size
         seed = self.config.seed + 1_000_003 * self.current_epoch + 101 * self.dist.rank
-        workers = default_num_workers() if self.config.num_workers is None else self.config.num_workers
+        workers = self.num_workers
         train_sampler = PatchSampler(PreprocessedCases(self.data_folder, train_cases), crop, bs, forced, seed)
         val_sampler = PatchSampler(PreprocessedCases(self.data_folder, val_cases), self.patch_size, bs, forced, seed + 1)
         train = BatchStream(train_sampler, self.training_transforms(), workers, seed)

@@ -1,0 +1,59 @@
+"""Small real training set for the training tests: hippocampus cases, a hand-written plan, real preprocessing."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+from conftest import copy_hippocampus
+
+from suprem_auto.dataset import load_raw_dataset
+from suprem_auto.paths import Roots, resolve_roots
+from suprem_auto.utils.atomic import atomic_write_json
+
+DATASET = "Dataset004_Hippocampus"
+
+
+def tiny_plans(patch_size: Sequence[int] = (24, 32, 24), batch_size: int = 2,
+               features: Sequence[int] = (8, 16, 32)) -> Dict[str, Any]:
+    """A complete plan for 1 mm hippocampus MRI: z-score, no resampling, a 3-stage plain U-Net."""
+    n = len(features)
+    return {
+        "format_version": 1, "plans_name": "suprem_plans", "dataset_name": DATASET, "preset": None,
+        "reorient_to_ras": False, "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+        "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
+        "original_median_shape_after_transp": [36, 50, 35],
+        "foreground_intensity_properties_per_channel": {"0": {"mean": 0.0, "std": 1.0}},
+        "configurations": {"3d_fullres": {
+            "data_identifier": "suprem_plans_3d_fullres", "spacing": [1.0, 1.0, 1.0],
+            "patch_size": list(patch_size), "batch_size": batch_size, "median_image_size_in_voxels": [36, 50, 35],
+            "normalization": [{"scheme": "zscore", "use_mask": False, "params": {}}],
+            "resampling": {"data_order": 3, "seg_order": 1, "probabilities_order": 1, "order_z": 0,
+                           "force_separate_z": None, "anisotropy_threshold": 3.0},
+            "architecture": {"name": "plain_unet", "kwargs": {
+                "n_stages": n, "features_per_stage": list(features), "kernel_sizes": [[3, 3, 3]] * n,
+                "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1), "n_conv_per_stage": 2,
+                "n_conv_per_stage_decoder": 1}},
+            "batch_dice": False}},
+    }
+
+
+def make_training_roots(tmp: Path, n_cases: int = 6, plans: Dict[str, Any] | None = None) -> Roots:
+    """raw/preprocessed/results roots under ``tmp`` with ``n_cases`` real cases preprocessed by our pipeline."""
+    from suprem_auto.preprocessing import preprocess_dataset
+
+    roots = resolve_roots(str(tmp / "raw"), str(tmp / "preprocessed"), str(tmp / "results"))
+    copy_hippocampus(roots.raw, n_cases)
+    ds = load_raw_dataset(roots.raw, 4)
+    plans = plans or tiny_plans()
+    out = roots.preprocessed / DATASET
+    out.mkdir(parents=True)
+    atomic_write_json(out / "suprem_plans.json", plans)
+    shutil.copy(ds.folder / "dataset.json", out / "dataset.json")
+    preprocess_dataset(ds, plans, "3d_fullres", out, num_processes=1, progress=False)
+    return roots
+
+
+def read_metrics(fold_dir: Path) -> List[Dict[str, Any]]:
+    return [json.loads(line) for line in (fold_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
