@@ -40,9 +40,17 @@ def group_of(architecture: str, param_name: str) -> str:
 
 
 def parameter_groups(net: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """``{"encoder": [...], "decoder": [...], "head": [...]}``; every parameter appears exactly once."""
-    arch = architecture_of(net)
+    """``{"encoder": [...], "decoder": [...], "head": [...]}``; every parameter appears exactly once.
+
+    For a ``UniversalModel`` the backbone is split as usual and the text-driven head counts as ``head``.
+    """
+    universal = hasattr(net, "organ_embedding") and hasattr(net, "backbone")
+    arch = architecture_of(net.backbone if universal else net)
     groups: dict[str, list[nn.Parameter]] = {"encoder": [], "decoder": [], "head": []}
     for name, p in net.named_parameters():
-        groups[group_of(arch, name)].append(p)
+        if universal:
+            group = group_of(arch, name[len("backbone."):]) if name.startswith("backbone.") else "head"
+        else:
+            group = group_of(arch, name)
+        groups[group].append(p)
     return groups

@@ -135,30 +135,22 @@ class PlainConvUNet(nn.Module):
 
 
 def conv_feature_map_voxels(architecture: dict, patch_size: Sequence[int]) -> int:
-    """Sum over every conv / transposed-conv output of channels x voxels for one sample (planner memory proxy).
-
-    Exact for ``plain_unet``; for the fixed SuPreM backbones a comparable count of their main feature maps.
-    """
+    """Channels x voxels summed over every conv and transposed-conv output of a ``plain_unet`` for one sample
+    (segmentation layers excluded): the planner's activation-memory proxy."""
     name, kw = architecture["name"], architecture.get("kwargs", {})
-    patch = np.asarray(patch_size, dtype=np.int64)
-    if name == "plain_unet":
-        n = int(kw["n_stages"])
-        features = _as_list(kw["features_per_stage"], n)
-        n_conv = _as_list(kw["n_conv_per_stage"], n)
-        n_dec = _as_list(kw["n_conv_per_stage_decoder"], n - 1)
-        shapes = []
-        size = patch.copy()
-        for s in range(n):
-            size = size // np.asarray(kw["strides"][s], dtype=np.int64)
-            shapes.append(int(np.prod(size)))
-        total = sum(features[s] * shapes[s] * n_conv[s] for s in range(n))
-        for d in range(n - 1):  # transpconv output + concat + decoder convs at the skip's resolution
-            s = n - 2 - d
-            total += features[s] * shapes[s] * (1 + 2 + n_dec[d])
-        return int(total)
-    if name == "suprem_unet":
-        vox = int(np.prod(patch))
-        enc = sum((32 * 2 ** d + 64 * 2 ** d) * vox // 8 ** d for d in range(4))
-        dec = sum((4 * 64 * 2 ** d) * vox // 8 ** d for d in range(3))
-        return int(enc + dec)
-    raise ValueError(f"conv_feature_map_voxels: no estimate for architecture {name!r}")
+    if name != "plain_unet":
+        raise ValueError(f"conv_feature_map_voxels: only plain_unet is planned this way, not {name!r}")
+    n = int(kw["n_stages"])
+    features = _as_list(kw["features_per_stage"], n)
+    n_conv = _as_list(kw["n_conv_per_stage"], n)
+    n_dec = _as_list(kw["n_conv_per_stage_decoder"], n - 1)
+    size = np.asarray(patch_size, dtype=np.int64)
+    voxels = []
+    for s in range(n):
+        size = size // np.asarray(kw["strides"][s], dtype=np.int64)
+        voxels.append(int(np.prod(size)))
+    total = sum(features[s] * voxels[s] * n_conv[s] for s in range(n))
+    for d in range(n - 1):  # transposed conv + decoder convs, all at the skip's resolution and width
+        s = n - 2 - d
+        total += features[s] * voxels[s] * (1 + n_dec[d])
+    return int(total)
