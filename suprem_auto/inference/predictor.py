@@ -23,6 +23,9 @@ from suprem_auto.imageio import read_images
 from suprem_auto.inference.cases import CaseInputs, InputCase, find_input_cases
 from suprem_auto.inference.export import probabilities_path, segmentation_path, write_case
 from suprem_auto.inference.sliding_window import DeviceLike, predict_sliding_window, resolve_device
+from suprem_auto.networks import build_network
+from suprem_auto.planning import load_plans
+from suprem_auto.preprocessing import preprocess_case, probabilities_to_segmentation, revert_probabilities
 from suprem_auto.utils.atomic import load_json
 
 logger = logging.getLogger(__name__)
@@ -77,10 +80,6 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
 def _load_plans(path: Path) -> Dict[str, Any]:
     if not path.is_file():
         raise ModelFolderError(f"{path}: plans.json is missing")
-    try:
-        from suprem_auto.planning import load_plans
-    except ImportError:  # planning not available: plain JSON
-        return load_json(path)
     return load_plans(path)
 
 
@@ -148,8 +147,6 @@ class Predictor:
 
         ``options`` go to the constructor (``use_mirroring``, ``step_size``, ``device``, ``tile_batch_size``, ...).
         """
-        from suprem_auto.networks import build_network
-
         folder = Path(model_folder)
         if not folder.is_dir():
             raise ModelFolderError(f"{folder}: model folder does not exist")
@@ -230,15 +227,14 @@ class Predictor:
 
     def preprocess(self, images: np.ndarray, props: Dict[str, Any]) -> Tuple[np.ndarray, Dict[str, Any]]:
         """Preprocess a ``(c, z, y, x)`` array read with :func:`read_images` as the plan says."""
-        data, _, pprops = _preprocessing().preprocess_case(images, None, props, self.plans, self.configuration)
+        data, _, pprops = preprocess_case(images, None, props, self.plans, self.configuration)
         return data, pprops
 
     def finish(self, probabilities: torch.Tensor, pprops: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
         """Revert preprocessed-space probabilities to the input's array space; derive the (post-processed) labels."""
-        preprocessing = _preprocessing()
-        reverted = preprocessing.revert_probabilities(probabilities, pprops, self.plans, self.configuration,
-                                                      regions=self.labels.has_regions)
-        segmentation = np.asarray(preprocessing.probabilities_to_segmentation(reverted, self.labels))
+        reverted = revert_probabilities(probabilities, pprops, self.plans, self.configuration,
+                                        regions=self.labels.has_regions)
+        segmentation = np.asarray(probabilities_to_segmentation(reverted, self.labels))
         if self.postprocessing is not None:
             from suprem_auto.evaluation.postprocessing import apply_postprocessing
             segmentation = apply_postprocessing(segmentation, self.postprocessing)
@@ -315,16 +311,6 @@ class Predictor:
                 _collect(pending_writes.pop(0), report, case_lookup=todo)
         report.seconds = time.perf_counter() - start
         return report
-
-
-def _preprocessing() -> Any:
-    """The preprocessing module (its package exports once available, else the case module)."""
-    import suprem_auto.preprocessing as package
-
-    if hasattr(package, "revert_probabilities"):
-        return package
-    from suprem_auto.preprocessing import case
-    return case
 
 
 def _describe(exc: BaseException, case: InputCase) -> str:
