@@ -91,9 +91,10 @@ def _match(network: nn.Module, universal: bool, arch: str, canon: Canonical, all
             raise CheckpointError(f"{path}: missing tensor {src_key!r} needed by {arch} (layout {canon.layout})")
         if src.shape != tval.shape:
             if src_key in FIRST_LAYERS[arch] and _can_tile(src, tval):
+                n_in, n_out = src.shape[1], tval.shape[1]
                 src = _tile_input_channels(src, tval.shape)
-                report.adapted[tkey] = (f"input channels {canon.tensors[src_key].shape[1]} -> {tval.shape[1]}: "
-                                        f"weights tiled and divided by {tval.shape[1] // canon.tensors[src_key].shape[1]}")
+                report.adapted[tkey] = (f"input channels {n_in} -> {n_out}: weights tiled and divided by "
+                                        f"{n_out // n_in}")
                 report.count(group, "adapted")
             else:
                 raise CheckpointError(f"{path}: shape mismatch for {src_key!r}: file {tuple(src.shape)}, "
