@@ -6,6 +6,7 @@ import socket
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -35,6 +36,7 @@ def _rank_main(rank: int, world: int, port: int, roots, out_dir: str, tests_dir:
                Path(out_dir) / f"rank{rank}.pt")
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch + MONAI: ~60 s on the shared 2-core machine
 def test_two_rank_gloo_training_keeps_ranks_identical(tmp_path: Path):
     roots = make_training_roots(tmp_path, 5, tiny_plans(patch_size=(16, 16, 16), features=(4, 8, 16)))
     mp.spawn(_rank_main, args=(2, _free_port(), roots, str(tmp_path), str(Path(__file__).parent)), nprocs=2,

@@ -39,15 +39,30 @@ def tiny_plans(patch_size: Sequence[int] = (24, 32, 24), batch_size: int = 2,
     }
 
 
-def make_training_roots(tmp: Path, n_cases: int = 6, plans: Dict[str, Any] | None = None) -> Roots:
+def merge_foreground_labels(dataset_folder: Path) -> None:
+    """Turn a hippocampus copy into a 2-class task (anterior + posterior -> 1), rewriting labels and dataset.json."""
+    import SimpleITK as sitk
+
+    for path in (dataset_folder / "labelsTr").glob("*.nii.gz"):
+        image = sitk.ReadImage(str(path))
+        sitk.WriteImage(sitk.Cast(image > 0, sitk.sitkUInt8), str(path))
+    dataset_json = json.loads((dataset_folder / "dataset.json").read_text())
+    dataset_json["labels"] = {"background": 0, "hippocampus": 1}
+    (dataset_folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+
+
+def make_training_roots(tmp: Path, n_cases: int = 6, plans: Dict[str, Any] | None = None, dataset_id: int = 4,
+                        name: str = "Hippocampus", merge_labels: bool = False) -> Roots:
     """raw/preprocessed/results roots under ``tmp`` with ``n_cases`` real cases preprocessed by our pipeline."""
     from suprem_auto.preprocessing import preprocess_dataset
 
     roots = resolve_roots(str(tmp / "raw"), str(tmp / "preprocessed"), str(tmp / "results"))
-    copy_hippocampus(roots.raw, n_cases)
-    ds = load_raw_dataset(roots.raw, 4)
-    plans = plans or tiny_plans()
-    out = roots.preprocessed / DATASET
+    raw_folder = copy_hippocampus(roots.raw, n_cases, dataset_id=dataset_id, name=name)
+    if merge_labels:
+        merge_foreground_labels(raw_folder)
+    ds = load_raw_dataset(roots.raw, dataset_id)
+    plans = dict(plans or tiny_plans(), dataset_name=ds.name)
+    out = roots.preprocessed / ds.name
     out.mkdir(parents=True)
     atomic_write_json(out / "suprem_plans.json", plans)
     shutil.copy(ds.folder / "dataset.json", out / "dataset.json")

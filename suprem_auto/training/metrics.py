@@ -8,7 +8,7 @@ import torch
 
 def tp_fp_fn(logits: torch.Tensor, target: torch.Tensor,
              ignore_label: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Counts per foreground class (channel 1..C-1) for softmax logits (b, C, ...) and integer target (b, 1, ...)."""
+    """Counts per foreground class (channel 1..C-1), float64 on the CPU, for logits (b, C, ...) and target (b, 1, ...)."""
     num_classes = logits.shape[1]
     pred = logits.argmax(1)
     tgt = target[:, 0].long()
@@ -17,7 +17,7 @@ def tp_fp_fn(logits: torch.Tensor, target: torch.Tensor,
     for c in range(1, num_classes):
         p, t = (pred == c) & valid, (tgt == c) & valid
         counts.append(torch.stack([(p & t).sum(), (p & ~t).sum(), (~p & t).sum()]))
-    stacked = torch.stack(counts).double() if counts else torch.zeros((0, 3), dtype=torch.float64)
+    stacked = torch.stack(counts).cpu().double() if counts else torch.zeros((0, 3), dtype=torch.float64)
     return stacked[:, 0], stacked[:, 1], stacked[:, 2]
 
 

@@ -57,25 +57,42 @@ def _find_raw(raw_root: Path, dataset_name: str) -> Optional[Path]:
     return folder if folder.is_dir() else None
 
 
+def resolve_trainer_name(trainer_name: Optional[str], pretrained: Optional[str] = None,
+                         weights_dir: Optional[Path] = None) -> str:
+    """The trainer to use: the given name, else the trainer of the pretrained checkpoint's backbone, else
+    SupremTrainer."""
+    if trainer_name is not None:
+        return trainer_name
+    if pretrained is None:
+        return DEFAULT_TRAINER
+    from suprem_auto.training.trainers.pretrained_init import backbone_of_checkpoint
+
+    return trainer_for_backbone(backbone_of_checkpoint(pretrained, weights_dir))
+
+
+def default_trainer_name(trainer_name: Optional[str], pretrained: Optional[str] = None,
+                         weights_dir: Optional[Path] = None, run_tag: Optional[str] = None) -> str:
+    """The trainer part of the results folder name: the resolved trainer, plus ``-<run_tag>`` when tagged (keeps
+    e.g. pretrained and from-scratch runs of the same trainer apart)."""
+    name = resolve_trainer_name(trainer_name, pretrained, weights_dir)
+    return f"{name}-{run_tag}" if run_tag else name
+
+
 def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int, str], roots: Roots,
                   trainer_name: Optional[str] = None, plans_name: str = DEFAULT_PLANS,
                   pretrained: Optional[str] = None, weights_dir: Optional[Path] = None, device: str = "auto",
                   overrides: Optional[Dict[str, Any]] = None, echo: bool = True,
-                  trainer_class: Optional[type] = None) -> BaseTrainer:
+                  trainer_class: Optional[type] = None, run_tag: Optional[str] = None) -> BaseTrainer:
     """Create (not yet initialise) the trainer for one fold; copies plans/dataset files into the results folder.
 
-    ``trainer_class`` replaces the registered class (same config), e.g. for a subclass with extra hooks.
+    ``trainer_class`` replaces the registered class (same config), e.g. for a subclass with extra hooks;
+    ``run_tag`` is appended to the folder's trainer part (``<trainer>-<tag>__<plans>__<configuration>``).
     """
     from suprem_auto.dataset import find_dataset_folder
 
     ctx = ddp.context_from_env()
     pre_dataset = find_dataset_folder(roots.preprocessed, dataset)
-    if trainer_name is None:
-        trainer_name = DEFAULT_TRAINER
-        if pretrained is not None:
-            from suprem_auto.training.trainers.pretrained_init import backbone_of_checkpoint
-
-            trainer_name = trainer_for_backbone(backbone_of_checkpoint(pretrained, weights_dir))
+    trainer_name = resolve_trainer_name(trainer_name, pretrained, weights_dir)
     cls, name_changes = resolve_trainer(trainer_name)
     config = cls.default_config().replace(**name_changes).replace(**(overrides or {}))
     plans = load_plans_file(pre_dataset / f"{plans_name}.json")
@@ -83,11 +100,13 @@ def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int,
     fold_str = str(fold)
     if fold_str != "all" and not fold_str.isdigit():
         raise ValueError(f"FOLD must be 0-4 or 'all', got '{fold}'")
-    out = output_folder(roots.results, pre_dataset.name, trainer_name, plans_name, configuration)
+    folder_name = f"{trainer_name}-{run_tag}" if run_tag else trainer_name
+    out = output_folder(roots.results, pre_dataset.name, folder_name, plans_name, configuration)
     trainer = (trainer_class or cls)(plans, configuration, fold_str if fold_str == "all" else int(fold_str),
                                      dataset_json, pre_dataset, out / f"fold_{fold_str}", config,
                                      resolve_device(device, ctx), trainer_name,
                                      raw_dataset=_find_raw(roots.raw, pre_dataset.name), dist_ctx=ctx, echo=echo)
+    trainer.pretrained = pretrained
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "plans.json", trainer.effective_plans())

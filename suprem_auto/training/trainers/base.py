@@ -82,6 +82,7 @@ class BaseTrainer:
         self.grad_scaler: Optional[torch.amp.GradScaler] = None
         self.loss: Optional[nn.Module] = None
         self._streams: List[BatchStream] = []
+        self.pretrained: Optional[str] = None  # name or path of the initial weights (recorded only)
 
     # ----------------------------------------------------------------- set-up hooks
     @property
@@ -259,7 +260,7 @@ class BaseTrainer:
             loss = self.loss(output, target)
         top = output[0] if isinstance(output, (list, tuple)) else output
         tp, fp, fn = tp_fp_fn(top.float(), target, self.labels.ignore_label)
-        return {"loss": loss.detach().double().cpu(), "tp": tp.cpu(), "fp": fp.cpu(), "fn": fn.cpu()}
+        return {"loss": loss.detach().cpu().double(), "tp": tp, "fp": fp, "fn": fn}
 
     # ----------------------------------------------------------------- epoch hooks
     def learning_rate(self, epoch: int) -> float:
@@ -276,6 +277,9 @@ class BaseTrainer:
         self.log.message(f"{self.trainer_name}: fold {self.fold}, configuration {self.configuration}, "
                          f"patch {self.patch_size}, batch {self.global_batch_size}, device {self.device}, "
                          f"ranks {self.dist.world_size}, epochs {self.current_epoch}->{self.config.num_epochs}")
+        if self.config.lr_schedule == "warmup_cosine" and self.config.warmup_epochs >= self.config.num_epochs:
+            self.log.message(f"WARNING: warm-up ({self.config.warmup_epochs} epochs) is not shorter than the run "
+                             f"({self.config.num_epochs} epochs): the peak lr is never reached (--warmup_epochs)")
 
     def on_epoch_start(self, epoch: int) -> None:
         frozen = self.frozen_groups(epoch)
@@ -290,8 +294,9 @@ class BaseTrainer:
                               sum(r["loss"] for r in val_results), torch.tensor(float(len(val_results)),
                                                                                 dtype=torch.float64)])
         counts = torch.stack([sum(r[k] for r in val_results) for k in ("tp", "fp", "fn")])
-        ddp.all_reduce_sum(totals, self.dist)
-        ddp.all_reduce_sum(counts, self.dist)
+        if self.dist.enabled:  # NCCL reduces device tensors only
+            totals = ddp.all_reduce_sum(totals.to(self.device), self.dist).cpu()
+            counts = ddp.all_reduce_sum(counts.to(self.device), self.dist).cpu()
         dice = dice_from_counts(counts[0], counts[1], counts[2])
         finite = [d for d in dice if not math.isnan(d)]
         mean_dice = float(np.mean(finite)) if finite else 0.0
@@ -378,7 +383,7 @@ class BaseTrainer:
         """Exact values of this run (written to hyperparameters.json)."""
         return {"trainer_name": self.trainer_name, "trainer_class": type(self).__name__,
                 "configuration": self.configuration, "plans_name": self.plans.get("plans_name"),
-                "fold": str(self.fold), "patch_size": self.patch_size, "global_batch_size": self.global_batch_size,
+                "fold": str(self.fold), "pretrained": self.pretrained, "patch_size": self.patch_size, "global_batch_size": self.global_batch_size,
                 "world_size": self.dist.world_size, "device": str(self.device), "architecture": self.architecture,
                 "num_input_channels": self.num_input_channels, "num_outputs": self.num_outputs,
                 "torch_version": torch.__version__, "config": self.config.to_json()}

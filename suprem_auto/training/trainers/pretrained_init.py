@@ -31,7 +31,7 @@ def backbone_of_checkpoint(name_or_path: str, weights_dir: Optional[Path] = None
     return arch.get("name") if isinstance(arch, dict) else None
 
 
-def load_into(network: nn.Module, backbone: str, name_or_path: str, plans: Dict[str, Any],
+def load_into(network: nn.Module, backbone: str, name_or_path: str, plans: Dict[str, Any], configuration: str,
               report_path: Path, weights_dir: Optional[Path] = None) -> Tuple[str, List[str]]:
     """Load the checkpoint into ``network``; returns (report summary, preprocessing warnings)."""
     from suprem_auto.pretrained import load_pretrained
@@ -42,5 +42,5 @@ def load_into(network: nn.Module, backbone: str, name_or_path: str, plans: Dict[
     if entry is not None:
         from suprem_auto.pretrained import preprocessing_differences
 
-        warnings = list(preprocessing_differences(entry, plans))
+        warnings = list(preprocessing_differences(entry, plans, configuration))
     return report.summary(), warnings
