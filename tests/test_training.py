@@ -75,8 +75,10 @@ def test_cli_run_writes_checkpoints_logs_and_validation(roots):
 
     # DATASET FOLD form (configuration defaults to 3d_fullres) with --val re-runs only the validation
     (fold / "validation" / "summary.json").unlink()
-    assert train_main(["4", "0", "-tr", trainer, "--val", *FAST, *_root_flags(roots)]) == 0
+    assert train_main(["4", "0", "-tr", trainer, "--val", "--npz", *FAST, *_root_flags(roots)]) == 0
     assert (fold / "validation" / "summary.json").is_file()
+    for case in splits[0]["val"]:  # --npz: probabilities too
+        assert (fold / "validation" / f"{case}.npz").is_file()
     assert len(read_metrics(fold)) == 2  # no training happened
 
 

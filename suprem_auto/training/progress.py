@@ -55,7 +55,8 @@ class RunLog:
         dice = ", ".join(f"{d:.4f}" if d == d else "nan" for d in record["pseudo_dice"])
         self.message(f"epoch {record['epoch']}: train_loss {record['train_loss']:.4f} val_loss "
                      f"{record['val_loss']:.4f} pseudo-Dice [{dice}] ema {record['ema_pseudo_dice']:.4f} "
-                     f"lr {record['lr']:.3g} time {record['epoch_time_s']:.1f}s")
+                     f"lr {record['lr']:.3g} time {record['epoch_time_s']:.1f}s"
+                     + (f" ETA {record['eta_s'] / 60:.1f} min" if "eta_s" in record else ""))
         plot_progress(self.history, self.fold_dir / "progress.png")
 
 

@@ -10,10 +10,12 @@ import numpy as np
 from suprem_auto.utils.atomic import atomic_write_json, load_json
 
 SPLITS_FILE = "splits_final.json"
+SPLIT_SEED = 12345  # nnU-Net's seed, so every trainer of a dataset shares the same folds
 Splits = List[Dict[str, List[str]]]
 
 
-def make_stratified_splits(class_presence: Mapping[str, Set[int]], num_folds: int = 5, seed: int = 12345) -> Splits:
+def make_stratified_splits(class_presence: Mapping[str, Set[int]], num_folds: int = 5,
+                           seed: int = SPLIT_SEED) -> Splits:
     """Split cases into ``num_folds`` validation folds of (almost) equal size.
 
     Cases holding rare classes are placed first, each into the fold that lacks most of its classes (then the
@@ -64,7 +66,7 @@ def validate_splits(splits: object, case_ids: List[str], source: Union[str, Path
 
 
 def load_or_create_splits(preprocessed_dataset: Path, class_presence: Mapping[str, Set[int]],
-                          raw_dataset: Optional[Path] = None, num_folds: int = 5, seed: int = 12345) -> Splits:
+                          raw_dataset: Optional[Path] = None, num_folds: int = 5, seed: int = SPLIT_SEED) -> Splits:
     """The dataset's folds. Priority: ``raw_dataset/splits_final.json`` (copied over), then the one in the
     preprocessed folder, else new stratified folds written there."""
     target = Path(preprocessed_dataset) / SPLITS_FILE

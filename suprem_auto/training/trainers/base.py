@@ -180,10 +180,10 @@ class BaseTrainer:
             raise FileNotFoundError(f"{data_folder}: no preprocessed cases (run suprem_plan_and_preprocess)")
         presence = class_presence(data_folder, cases)
         if self.dist.is_main:
-            splits = load_or_create_splits(self.preprocessed_dataset, presence, self.raw_dataset, seed=12345)
+            splits = load_or_create_splits(self.preprocessed_dataset, presence, self.raw_dataset)
         ddp.barrier(self.dist)
         if not self.dist.is_main:
-            splits = load_or_create_splits(self.preprocessed_dataset, presence, self.raw_dataset, seed=12345)
+            splits = load_or_create_splits(self.preprocessed_dataset, presence, self.raw_dataset)
         return fold_cases(splits, self.fold, cases)
 
     @property
@@ -305,7 +305,8 @@ class BaseTrainer:
         record = {"epoch": epoch, "train_loss": float(totals[0] / totals[1]), "val_loss": float(totals[2] / totals[3]),
                   "pseudo_dice": dice, "mean_pseudo_dice": mean_dice, "ema_pseudo_dice": self.ema,
                   "lr": max(g["lr"] for g in self.optimizer.param_groups), "epoch_time_s": epoch_time,
-                  "frozen": self.frozen_groups(epoch)}
+                  "frozen": self.frozen_groups(epoch),
+                  "eta_s": epoch_time * (self.config.num_epochs - epoch - 1)}
         self.log.epoch_end(record)
         self.current_epoch = epoch + 1
         if self.best_ema is None or self.ema > self.best_ema:
