@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Mapping, Optional
 
 import torch
@@ -39,8 +40,9 @@ def init_distributed(ctx: DistributedContext, device: torch.device) -> None:
         return
     if device.type == "cuda":
         torch.cuda.set_device(ctx.local_rank)
+    # long timeout: ranks > 0 wait at a barrier while rank 0 runs the final sliding-window validation
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", rank=ctx.rank,
-                            world_size=ctx.world_size)
+                            world_size=ctx.world_size, timeout=timedelta(hours=4))
 
 
 def shutdown_distributed(ctx: DistributedContext) -> None:
