@@ -14,7 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
     from suprem_auto.training.registry import describe_trainers
 
     parser = argparse.ArgumentParser(
-        prog="suprem_train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="suprem_train", usage="suprem_train DATASET [CONFIGURATION] FOLD [options]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train one cross-validation fold. Positional forms: DATASET FOLD (configuration 3d_fullres) "
                     "or DATASET CONFIGURATION FOLD. Multi-GPU: torchrun --nproc_per_node N -m "
                     "suprem_auto.cli.train ...",

@@ -8,7 +8,8 @@ import torch
 
 def tp_fp_fn(logits: torch.Tensor, target: torch.Tensor,
              ignore_label: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Counts per foreground class (channel 1..C-1), float64 on the CPU, for logits (b, C, ...) and target (b, 1, ...)."""
+    """Counts per foreground class (channel 1..C-1), float64 on the CPU, for logits (b, C, ...) and an integer
+    target (b, 1, ...)."""
     num_classes = logits.shape[1]
     pred = logits.argmax(1)
     tgt = target[:, 0].long()

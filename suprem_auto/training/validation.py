@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 from torch import nn
 
 
-def validation_inputs(raw_dataset: Optional[Path], dataset_json: Dict[str, Any], case_ids: List[str]) -> Dict[str, List[Path]]:
+def validation_inputs(raw_dataset: Optional[Path], case_ids: List[str]) -> Dict[str, List[Path]]:
     """``{case: [channel files]}`` of the validation cases in the raw dataset."""
     if raw_dataset is None:
         raise FileNotFoundError("final validation needs the raw dataset (set --raw / SUPREM_RAW) to read the "
@@ -30,7 +30,7 @@ def run_final_validation(network: nn.Module, plans: Dict[str, Any], configuratio
     from suprem_auto.evaluation import evaluate_folder
     from suprem_auto.inference.predictor import Predictor
 
-    inputs = validation_inputs(raw_dataset, dataset_json, case_ids)
+    inputs = validation_inputs(raw_dataset, case_ids)
     predictor = Predictor.from_network(network, plans, configuration, dataset_json, mirror_axes=mirror_axes or (),
                                        use_mirroring=bool(mirror_axes), progress=progress)
     report = predictor.predict_files(inputs, output_folder, save_probabilities=save_probabilities)

@@ -199,7 +199,8 @@ class BaseTrainer:
         seed = self.config.seed + 1_000_003 * self.current_epoch + 101 * self.dist.rank
         workers = self.num_workers
         train_sampler = PatchSampler(PreprocessedCases(self.data_folder, train_cases), crop, bs, forced, seed)
-        val_sampler = PatchSampler(PreprocessedCases(self.data_folder, val_cases), self.patch_size, bs, forced, seed + 1)
+        val_sampler = PatchSampler(PreprocessedCases(self.data_folder, val_cases), self.patch_size, bs, forced,
+                                   seed + 1)
         train = BatchStream(train_sampler, self.training_transforms(), workers, seed)
         val = BatchStream(val_sampler, self.validation_transforms(), max(1, workers // 2) if workers else 0, seed + 1)
         self._streams = [train, val]
@@ -384,7 +385,8 @@ class BaseTrainer:
         """Exact values of this run (written to hyperparameters.json)."""
         return {"trainer_name": self.trainer_name, "trainer_class": type(self).__name__,
                 "configuration": self.configuration, "plans_name": self.plans.get("plans_name"),
-                "fold": str(self.fold), "pretrained": self.pretrained, "patch_size": self.patch_size, "global_batch_size": self.global_batch_size,
+                "fold": str(self.fold), "pretrained": self.pretrained, "patch_size": self.patch_size,
+                "global_batch_size": self.global_batch_size,
                 "world_size": self.dist.world_size, "device": str(self.device), "architecture": self.architecture,
                 "num_input_channels": self.num_input_channels, "num_outputs": self.num_outputs,
                 "torch_version": torch.__version__, "config": self.config.to_json()}
