@@ -267,3 +267,25 @@ def test_finetune_trainer_uses_suprem_recipe_and_its_backbone(roots):
     assert [m["lr"] for m in read_metrics(fold)] == pytest.approx([1e-4 / 2, 1e-4])
     plans = json.loads((fold.parent / "plans.json").read_text())
     assert plans["configurations"]["3d_fullres"]["architecture"]["name"] == "segresnet"  # inference rebuilds it
+
+
+def test_suprem_release_picks_its_trainer_loads_backbone_and_warns(roots, tmp_path):
+    """-pretrained with a SuPreM SegResNet release file (synthetic weights, real key layout) and no -tr: the
+    SegResNet fine-tuning trainer is chosen, the backbone is loaded, the head is new, and the z-score plan triggers
+    preprocessing warnings (SuPreM was pre-trained on an HU window)."""
+    import pretrained_fixtures as fx
+
+    obj, expected = fx.suprem_segresnet_release(torch.Generator().manual_seed(0))
+    path = tmp_path / "supervised_suprem_segresnet_2100.pth"
+    torch.save(obj, path)
+    trainer = build_trainer(4, "3d_fullres", 4, roots, pretrained=str(path), device="cpu", echo=False)
+    assert trainer.trainer_name == "SegResNetTrainer" and trainer.config.optimizer == "adamw"
+    trainer.initialize()
+    trainer.initialize_from_pretrained(str(path))
+    state = trainer.network.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in expected.items())
+    report = json.loads((trainer.fold_dir / "load_report.json").read_text())
+    assert len(report["loaded"]) == 81 and set(report["reinitialised"]) == {"conv_final.2.conv.weight",
+                                                                           "conv_final.2.conv.bias"}
+    log = (trainer.fold_dir / "training_log.txt").read_text()
+    assert "WARNING (preprocessing differs" in log and "backbone tensors loaded 81/81" in log
