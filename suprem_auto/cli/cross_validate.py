@@ -1,0 +1,95 @@
+"""``suprem_cross_validate``: train every configuration on every fold, compare, pick the best, write the report."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from suprem_auto.paths import add_root_arguments, roots_from_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="suprem_cross_validate",
+        description="Cross-validate configurations (from scratch and from pre-trained checkpoints) on one dataset: "
+                    "trains what is missing (finished folds are skipped, interrupted ones resumed), evaluates all "
+                    "folds' validation predictions together, picks the best configuration or pair ensemble, decides "
+                    "post-processing, and writes report.html / report.md and the inference recipe.")
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id or name (must be preprocessed)")
+    parser.add_argument("-c", "--configurations", nargs="+", default=["3d_fullres"],
+                        help="configurations of the default plans to compare, trained from scratch (default 3d_fullres)")
+    parser.add_argument("-p", "--plans", default="suprem_plans", help="plans of the scratch runs (default suprem_plans)")
+    parser.add_argument("-pretrained", "--pretrained", nargs="*", default=[],
+                        help="pre-trained checkpoints (zoo names or paths) to fine-tune, each as one more run")
+    parser.add_argument("--pretrained_plans", default=None,
+                        help="plans for the pre-trained runs (default: the zoo entry's preset plans, or -p for "
+                             "checkpoints of our own trained models)")
+    parser.add_argument("--pretrained_configuration", default="3d_fullres",
+                        help="configuration of the pre-trained runs (default 3d_fullres)")
+    parser.add_argument("--no_scratch", action="store_true", help="only the pre-trained runs")
+    parser.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4)")
+    parser.add_argument("--gather_only", action="store_true",
+                        help="do not train: gather and compare whatever folds are finished")
+    parser.add_argument("--weights_dir", default=None, help="folder of downloaded pre-trained checkpoints "
+                                                            "(default: $SUPREM_WEIGHTS)")
+    parser.add_argument("-device", "--device", default="auto", help="cuda, cpu, mps or auto (default)")
+    parser.add_argument("-np", "--num_processes", type=int, default=1, help="processes for evaluation (default 1)")
+    from suprem_auto.training.config import add_config_arguments
+
+    add_config_arguments(parser)
+    add_root_arguments(parser)
+    return parser
+
+
+def runs_from_args(args: argparse.Namespace) -> list:
+    """The RunSpecs the flags ask for."""
+    from suprem_auto.crossval.driver import RunSpec
+
+    runs = [] if args.no_scratch else [RunSpec(configuration=c, plans_name=args.plans) for c in args.configurations]
+    for i, name in enumerate(args.pretrained):
+        plans = args.pretrained_plans or _preset_plans_for(name, args.weights_dir) or args.plans
+        tag = "pretrained" if len(args.pretrained) == 1 else f"pretrained{i + 1}"
+        runs.append(RunSpec(configuration=args.pretrained_configuration, plans_name=plans, pretrained=name, tag=tag))
+    if not runs:
+        raise SystemExit("error: nothing to cross-validate (no configuration and no -pretrained)")
+    return runs
+
+
+def _preset_plans_for(name: str, weights_dir: Optional[str]) -> Optional[str]:
+    """Zoo entries name their preset; its plans are '<preset>_plans'."""
+    try:
+        from suprem_auto.pretrained.zoo import load_zoo
+    except ImportError:
+        return None
+    entry = load_zoo().get(name)
+    preset = getattr(entry, "preset", None) if entry is not None else None
+    return f"{preset}_plans" if preset else None
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from suprem_auto.crossval.driver import cross_validate
+    from suprem_auto.training.config import overrides_from_args
+
+    roots = roots_from_args(args)
+    try:
+        result = cross_validate(roots, args.dataset, runs_from_args(args), folds=args.folds,
+                                overrides=overrides_from_args(args),
+                                weights_dir=Path(args.weights_dir) if args.weights_dir else None,
+                                device=args.device, train=not args.gather_only, num_processes=args.num_processes)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"best configuration: {result.recipe['best']} (foreground mean Dice "
+          f"{result.recipe['best_foreground_dice']:.4f})")
+    print(f"report: {result.report_html}")
+    print(f"report (markdown): {result.report_md}")
+    print(f"inference recipe: {result.out_dir / 'inference_instructions.txt'}")
+    for command in result.recipe["commands"]:
+        print(f"  {command}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
