@@ -70,6 +70,9 @@ class BaseTrainer:
         self.dist = dist_ctx or ddp.DistributedContext()
         self.log = RunLog(self.fold_dir, enabled=self.dist.is_main, echo=echo)
         self.patch_size: List[int] = list(config.patch_size or self.plans_config["patch_size"])
+        if len(self.patch_size) != 3:
+            raise ValueError(f"configuration '{configuration}' has a {len(self.patch_size)}D patch; only 3D "
+                             f"configurations can be trained yet (use 3d_fullres)")
         self.global_batch_size: int = int(config.batch_size or self.plans_config["batch_size"])
         self.num_input_channels = len(dataset_json["channel_names"])
         self.num_outputs = self.labels.num_segmentation_heads
