@@ -38,38 +38,41 @@ def single_torch_thread():
 
 
 def make_plans(spacing: Sequence[float], patch: Sequence[int], reorient: bool = False,
-               normalization: str = "zscore") -> Dict[str, Any]:
+               normalization: str = "zscore", architecture: Dict[str, Any] = TINY_UNET,
+               configuration: str = "3d_fullres") -> Dict[str, Any]:
     """A hand-written plans dict following ARCHITECTURE.md."""
     return {"format_version": 1, "plans_name": "suprem_plans", "dataset_name": "Dataset004_Hippocampus",
             "preset": None, "reorient_to_ras": reorient, "transpose_forward": [0, 1, 2],
             "transpose_backward": [0, 1, 2], "original_median_spacing_after_transp": list(spacing),
             "original_median_shape_after_transp": [36, 50, 35],
             "foreground_intensity_properties_per_channel": {"0": {"mean": 0.0, "std": 1.0}},
-            "configurations": {"3d_fullres": {
-                "data_identifier": "suprem_plans_3d_fullres", "spacing": list(spacing), "patch_size": list(patch),
+            "configurations": {configuration: {
+                "data_identifier": f"suprem_plans_{configuration}", "spacing": list(spacing), "patch_size": list(patch),
                 "batch_size": 2, "median_image_size_in_voxels": [36, 50, 35],
                 "normalization": [{"scheme": normalization, "use_mask": False, "params": {}}],
                 "resampling": {"data_order": 3, "seg_order": 1, "probabilities_order": 1, "order_z": 0,
                                "force_separate_z": None, "anisotropy_threshold": 3.0},
-                "architecture": TINY_UNET, "batch_dice": False}}}
+                "architecture": architecture, "batch_dice": False}}}
 
 
 def make_model_folder(root: Path, plans: Dict[str, Any], folds: Sequence[int] = (0,)) -> Path:
-    """<results>/Dataset004_Hippocampus/SupremTrainer__suprem_plans__3d_fullres with one checkpoint per fold."""
-    folder = root / "Dataset004_Hippocampus" / "SupremTrainer__suprem_plans__3d_fullres"
+    """<results>/Dataset004_Hippocampus/SupremTrainer__suprem_plans__<configuration> with one checkpoint per fold."""
+    configuration = next(iter(plans["configurations"]))
+    architecture = plans["configurations"][configuration]["architecture"]
+    folder = root / "Dataset004_Hippocampus" / f"SupremTrainer__suprem_plans__{configuration}"
     folder.mkdir(parents=True)
     dataset_json = json.loads((HIPPO / "dataset.json").read_text())
     atomic_write_json(folder / "plans.json", plans)
     atomic_write_json(folder / "dataset.json", dataset_json)
     for fold in folds:
         torch.manual_seed(100 + fold)
-        net = build_network(TINY_UNET, 1, 3, deep_supervision=True)
+        net = build_network(architecture, 1, 3, deep_supervision=True)
         with torch.no_grad():  # random but decisive outputs: exaggerate the last layer
             for p in net.parameters():
                 p.add_(torch.randn_like(p) * 0.2)
         atomic_torch_save({"network_weights": net.state_dict(), "epoch": 1, "trainer_name": "SupremTrainer",
-                           "configuration": "3d_fullres", "plans_name": "suprem_plans",
-                           "inference_allowed_mirroring_axes": [0, 1, 2]},
+                           "configuration": configuration, "plans_name": "suprem_plans",
+                           "inference_allowed_mirroring_axes": list(range(len(architecture["kwargs"]["strides"][0])))},
                           folder / f"fold_{fold}" / "checkpoint_final.pth")
     return folder
 
@@ -330,3 +333,29 @@ def test_postprocessing_json_of_the_model_folder_is_applied(tmp_path: Path, hipp
     largest = np.argmax(np.bincount(components.ravel())[1:]) + 1
     expected = np.where(components == largest, before, 0)
     np.testing.assert_array_equal(after, expected)
+
+
+def test_two_d_configuration_predicts_slice_by_slice(tmp_path: Path) -> None:
+    """A 2d configuration (2D plain_unet, 2-value patch) gives, slice by slice, what the network gives per slice."""
+    unet_2d = {"name": "plain_unet", "kwargs": {"n_stages": 2, "features_per_stage": [4, 8],
+                                                "kernel_sizes": [[3, 3]] * 2, "strides": [[1, 1], [2, 2]],
+                                                "n_conv_per_stage": 1, "n_conv_per_stage_decoder": 1}}
+    plans = make_plans([1.0, 1.0], [64, 64], architecture=unet_2d, configuration="2d")
+    model = make_model_folder(tmp_path / "results", plans)
+    predictor = Predictor.from_model_folder(model, device="cpu", progress=False, use_mirroring=False)
+    assert predictor.configuration == "2d" and predictor.mirror_axes == ()
+    images, props = read_images([HIPPO / "imagesTr" / "hippocampus_001_0000.nii.gz"])
+    data, _ = predictor.preprocess(images, props)
+    probs = predictor.predict_preprocessed(data)
+    net = build_network(unet_2d, 1, 3, deep_supervision=False).eval()
+    net.load_state_dict(torch.load(model / "fold_0" / "checkpoint_final.pth", weights_only=True)["network_weights"])
+    z, y, x = data.shape[1:]
+    padded = torch.zeros(z, 1, 64, 64)
+    oy, ox = (64 - y) // 2, (64 - x) // 2
+    padded[:, :, oy:oy + y, ox:ox + x] = torch.from_numpy(data[0])[:, None]
+    with torch.no_grad():
+        direct = torch.softmax(net(padded), dim=1)[:, :, oy:oy + y, ox:ox + x].permute(1, 0, 2, 3)
+    torch.testing.assert_close(probs, direct, rtol=1e-4, atol=1e-5)
+    report = predictor.predict_files(copy_hippo_images(tmp_path / "in", ["hippocampus_001"]), tmp_path / "out")
+    assert report.ok
+    assert_same_geometry(tmp_path / "out" / "hippocampus_001.nii.gz", HIPPO / "imagesTr" / "hippocampus_001_0000.nii.gz")
