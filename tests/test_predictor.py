@@ -320,19 +320,23 @@ def test_postprocessing_json_of_the_model_folder_is_applied(tmp_path: Path, hipp
     inputs = copy_hippo_images(tmp_path / "in", ["hippocampus_001"])
     raw = Predictor.from_model_folder(hippo_model, device="cpu", progress=False, use_mirroring=False)
     assert raw.predict_files(inputs, tmp_path / "raw").ok
-    atomic_write_json(hippo_model / "postprocessing.json",
-                      {"apply": {"keep_largest_foreground_component": True, "foreground_labels": [1, 2],
-                                 "keep_largest_component_of": []}})
-    code = predict_main(["-i", str(inputs), "-o", str(tmp_path / "pp"), "-m", str(hippo_model), "-device", "cpu",
-                         "--disable_tta", "--disable_progress_bar"])
-    assert code == 0
+    pp = {"apply": {"keep_largest_foreground_component": True, "foreground_labels": [1, 2],
+                    "keep_largest_component_of": []}}
+    atomic_write_json(tmp_path / "crossval_postprocessing.json", pp)
+    common = ["-i", str(inputs), "-m", str(hippo_model), "-device", "cpu", "--disable_tta", "--disable_progress_bar"]
+    assert predict_main(common + ["-o", str(tmp_path / "pp_flag"), "--postprocessing",
+                                  str(tmp_path / "crossval_postprocessing.json")]) == 0
+    atomic_write_json(hippo_model / "postprocessing.json", pp)
+    assert predict_main(common + ["-o", str(tmp_path / "pp")]) == 0
     before = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "raw" / "hippocampus_001.nii.gz")))
     after = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pp" / "hippocampus_001.nii.gz")))
+    after_flag = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pp_flag" / "hippocampus_001.nii.gz")))
     components, n = ndimage.label(before > 0, structure=np.ones((3, 3, 3)))
     assert n > 1  # the random network leaves several islands, so post-processing has something to do
     largest = np.argmax(np.bincount(components.ravel())[1:]) + 1
     expected = np.where(components == largest, before, 0)
     np.testing.assert_array_equal(after, expected)
+    np.testing.assert_array_equal(after_flag, expected)
 
 
 def test_two_d_configuration_predicts_slice_by_slice(tmp_path: Path) -> None:

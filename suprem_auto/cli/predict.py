@@ -51,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sliding-window tiles per forward pass (default: 8 for small patches, fewer for large ones)")
     run.add_argument("--cpu_bf16", action="store_true", help="bf16 autocast on CPU. Measure first: on the 2-core AVX-512 BF16 EPYC used for development a "
                           "plain_unet forward was ~100x SLOWER than fp32 (see benchmarks/RESULTS.md)")
+    run.add_argument("--postprocessing", default=None,
+                     help="postprocessing JSON to apply (default: the model folder's postprocessing.json if present)")
     run.add_argument("--disable_postprocessing", action="store_true",
-                     help="do not apply the model folder's postprocessing.json")
+                     help="apply no postprocessing (neither the model folder's nor --postprocessing)")
     run.add_argument("--disable_progress_bar", action="store_true", help="no tqdm progress bars")
     add_root_arguments(parser)
     return parser
@@ -82,7 +84,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         predictor = Predictor.from_model_folder(
             model_folder, folds=folds, checkpoint_name=args.checkpoint,
             configuration=args.configuration if args.model_folder else None,
-            use_postprocessing=not args.disable_postprocessing, use_mirroring=not args.disable_tta,
+            use_postprocessing=not args.disable_postprocessing, postprocessing_file=args.postprocessing,
+            use_mirroring=not args.disable_tta,
             step_size=args.step_size, device=args.device, tile_batch_size=args.tile_batch_size,
             progress=not args.disable_progress_bar, cpu_bf16=args.cpu_bf16)
         report = predictor.predict_files(args.input, args.output, save_probabilities=args.save_probabilities,

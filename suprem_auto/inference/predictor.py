@@ -141,9 +141,11 @@ class Predictor:
     @classmethod
     def from_model_folder(cls, model_folder: PathLike, folds: Optional[Sequence[Union[int, str]]] = None,
                           checkpoint_name: str = DEFAULT_CHECKPOINT, configuration: Optional[str] = None,
-                          use_postprocessing: bool = True, **options: Any) -> "Predictor":
+                          use_postprocessing: bool = True, postprocessing_file: Optional[PathLike] = None,
+                          **options: Any) -> "Predictor":
         """Load ``plans.json``, ``dataset.json``, ``fold_<k>/<checkpoint_name>`` (all folds found when ``folds`` is
-        None) and ``postprocessing.json`` (when present and ``use_postprocessing``) from a results folder.
+        None) and ``postprocessing.json`` (when present and ``use_postprocessing``; ``postprocessing_file`` names
+        another one, e.g. the cross-validation's) from a results folder.
 
         ``options`` go to the constructor (``use_mirroring``, ``step_size``, ``device``, ``tile_batch_size``, ...).
         """
@@ -170,7 +172,9 @@ class Predictor:
         if "mirror_axes" not in options:
             options["mirror_axes"] = checkpoints[0].get("inference_allowed_mirroring_axes")
         postprocessing = None
-        pp_path = folder / "postprocessing.json"
+        pp_path = Path(postprocessing_file) if postprocessing_file else folder / "postprocessing.json"
+        if postprocessing_file and not pp_path.is_file():
+            raise ModelFolderError(f"{pp_path}: postprocessing file does not exist")
         if use_postprocessing and pp_path.is_file():
             from suprem_auto.evaluation.postprocessing import load_postprocessing
             postprocessing = load_postprocessing(pp_path)
