@@ -48,7 +48,7 @@ def runs_from_args(args: argparse.Namespace) -> list:
 
     runs = [] if args.no_scratch else [RunSpec(configuration=c, plans_name=args.plans) for c in args.configurations]
     for i, name in enumerate(args.pretrained):
-        plans = args.pretrained_plans or _preset_plans_for(name, args.weights_dir) or args.plans
+        plans = args.pretrained_plans or _preset_plans_for(name) or args.plans
         tag = "pretrained" if len(args.pretrained) == 1 else f"pretrained{i + 1}"
         runs.append(RunSpec(configuration=args.pretrained_configuration, plans_name=plans, pretrained=name, tag=tag))
     if not runs:
@@ -56,14 +56,12 @@ def runs_from_args(args: argparse.Namespace) -> list:
     return runs
 
 
-def _preset_plans_for(name: str, weights_dir: Optional[str]) -> Optional[str]:
+def _preset_plans_for(name: str) -> Optional[str]:
     """Zoo entries name their preset; its plans are '<preset>_plans'."""
-    try:
-        from suprem_auto.pretrained.zoo import load_zoo
-    except ImportError:
-        return None
+    from suprem_auto.pretrained.zoo import load_zoo
+
     entry = load_zoo().get(name)
-    preset = getattr(entry, "preset", None) if entry is not None else None
+    preset = entry.plans_preset if entry is not None else None
     return f"{preset}_plans" if preset else None
 
 
