@@ -5,9 +5,18 @@ from torch import nn
 
 from suprem_auto.networks.groups import parameter_groups
 from suprem_auto.networks.plain_unet import PlainConvUNet, conv_feature_map_voxels
-from suprem_auto.networks.segresnet import SuPreMSegResNet
 from suprem_auto.networks.suprem_unet import UNet3D
-from suprem_auto.networks.swin_unetr import SuPreMSwinUNETR
+
+# SegResNet and Swin UNETR come from MONAI, whose import costs seconds: they are imported when first used.
+_LAZY = {"SuPreMSegResNet": "suprem_auto.networks.segresnet", "SuPreMSwinUNETR": "suprem_auto.networks.swin_unetr"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 ARCHITECTURES = ("plain_unet", "suprem_unet", "segresnet", "swin_unetr")
 _ALLOWED_KWARGS = {
@@ -38,8 +47,12 @@ def build_network(architecture: dict, num_input_channels: int, num_outputs: int,
     elif name == "suprem_unet":
         net = UNet3D(num_input_channels, num_outputs)
     elif name == "segresnet":
+        from suprem_auto.networks.segresnet import SuPreMSegResNet
+
         net = SuPreMSegResNet(num_input_channels, num_outputs, **kwargs)
     else:
+        from suprem_auto.networks.swin_unetr import SuPreMSwinUNETR
+
         net = SuPreMSwinUNETR(num_input_channels, num_outputs, **kwargs)
     net.architecture_name = name
     return net
