@@ -40,6 +40,11 @@ class TrainingConfig:
     seed: int = 12345
     amp: bool = True                        # only takes effect on CUDA
     compile: bool = False
+    precision: str = "auto"                 # "auto" (CUDA: fp16 AMP; CPU: bf16 where native, else fp32), bf16, fp32
+    channels_last: str = "auto"             # channels_last_3d memory format: "auto" (on for CPU), "on", "off"
+    budget_s: Optional[float] = None        # wall-time budget (training/budget.py); None: epochs as configured
+    iterations: Optional[int] = None        # fixed number of iterations laid out like a budget
+    warmup_fraction: float = 0.05           # warm-up share of a budgeted run (warmup_cosine)
 
     def replace(self, **changes: Any) -> "TrainingConfig":
         """A copy with some fields changed (unknown names raise a clear error)."""
@@ -64,6 +69,12 @@ CLI_OVERRIDES = {
     "freeze_encoder_epochs": ("freeze_encoder_epochs", int, "keep the encoder frozen (lr 0) for this many epochs"),
     "num_workers": ("num_workers", int, "data augmentation worker processes (0: in the main process)"),
     "seed": ("seed", int, "random seed of sampling, augmentation and initialisation"),
+    "iterations": ("iterations", int, "train exactly N iterations, schedule and epochs laid over them like a budget"),
+    "optimizer": ("optimizer", str, "sgd (Nesterov) or adamw"),
+    "lr_schedule": ("lr_schedule", str, "poly or warmup_cosine"),
+    "precision": ("precision", str, "auto (CUDA: fp16 AMP; CPU: bf16 where the CPU has native bf16, else fp32), "
+                                    "bf16 or fp32"),
+    "channels_last": ("channels_last", str, "channels_last_3d memory format: auto (on for CPU), on, off"),
 }
 
 
@@ -76,6 +87,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                        help="per-group lr factors, e.g. encoder=0.1,decoder=1,head=1")
     group.add_argument("--no_deep_supervision", action="store_true", help="train without deep supervision")
     group.add_argument("--no_augmentation", action="store_true", help="no data augmentation (mirroring included)")
+    group.add_argument("--patch_size", default=None, help="patch size ZxYxX, e.g. 40x56x40 (default: the plans')")
+    group.add_argument("--budget", default=None,
+                       help="wall-time budget (90s, 40m, 6h, 1h30m): iterations, schedule and validation share are "
+                            "planned to end within it, final validation included; picks the short-budget recipe "
+                            "(--recipe) unless overridden")
+    group.add_argument("--recipe", default="auto", choices=["auto", "short", "trainer"],
+                       help="with --budget/--iterations: auto/short = the measured short-budget recipe for the "
+                            "default trainer (explicit flags still win); trainer = keep the trainer's own recipe")
 
 
 def parse_multipliers(text: str) -> Dict[str, float]:
@@ -105,4 +124,13 @@ def overrides_from_args(args: argparse.Namespace) -> Dict[str, Any]:
         changes["mirror_axes"] = None
     if getattr(args, "compile", False):
         changes["compile"] = True
+    if getattr(args, "patch_size", None):
+        try:
+            changes["patch_size"] = [int(v) for v in args.patch_size.lower().split("x")]
+        except ValueError:
+            raise ValueError(f"--patch_size: '{args.patch_size}' is not ZxYxX (e.g. 40x56x40)") from None
+    if getattr(args, "budget", None):
+        from suprem_auto.training.budget import parse_duration
+
+        changes["budget_s"] = parse_duration(args.budget)
     return changes

@@ -78,15 +78,34 @@ def default_trainer_name(trainer_name: Optional[str], pretrained: Optional[str] 
     return f"{name}-{run_tag}" if run_tag else name
 
 
+def budget_recipe(trainer_class: type, overrides: Dict[str, Any], recipe: str = "auto") -> Dict[str, Any]:
+    """The short-budget recipe changes to apply (empty without --budget/--iterations or with ``recipe='trainer'``;
+    ``auto`` applies it only to trainers whose defaults are nnU-Net's, not to fine-tuning recipes)."""
+    from suprem_auto.training.budget import short_budget_recipe
+    from suprem_auto.training.config import TrainingConfig
+
+    if recipe not in ("auto", "short", "trainer"):
+        raise ValueError(f"recipe must be auto, short or trainer, got '{recipe}'")
+    budgeted = overrides.get("budget_s") is not None or overrides.get("iterations") is not None
+    if not budgeted or recipe == "trainer":
+        return {}
+    if recipe == "auto" and trainer_class.default_config() != TrainingConfig():
+        return {}
+    return short_budget_recipe()
+
+
 def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int, str], roots: Roots,
                   trainer_name: Optional[str] = None, plans_name: str = DEFAULT_PLANS,
                   pretrained: Optional[str] = None, weights_dir: Optional[Path] = None, device: str = "auto",
                   overrides: Optional[Dict[str, Any]] = None, echo: bool = True,
-                  trainer_class: Optional[type] = None, run_tag: Optional[str] = None) -> BaseTrainer:
+                  trainer_class: Optional[type] = None, run_tag: Optional[str] = None,
+                  recipe: str = "auto") -> BaseTrainer:
     """Create (not yet initialise) the trainer for one fold; copies plans/dataset files into the results folder.
 
     ``trainer_class`` replaces the registered class (same config), e.g. for a subclass with extra hooks;
     ``run_tag`` is appended to the folder's trainer part (``<trainer>-<tag>__<plans>__<configuration>``).
+    ``recipe``: with a budget or iteration count, ``auto``/``short`` lay the short-budget recipe under the overrides
+    (``auto``: only for trainers that use the nnU-Net default recipe); ``trainer`` keeps the trainer's recipe.
     """
     from suprem_auto.dataset import find_dataset_folder
 
@@ -94,7 +113,9 @@ def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int,
     pre_dataset = find_dataset_folder(roots.preprocessed, dataset)
     trainer_name = resolve_trainer_name(trainer_name, pretrained, weights_dir)
     cls, name_changes = resolve_trainer(trainer_name)
-    config = cls.default_config().replace(**name_changes).replace(**(overrides or {}))
+    overrides = dict(overrides or {})
+    recipe_changes = budget_recipe(cls, overrides, recipe)
+    config = cls.default_config().replace(**recipe_changes).replace(**name_changes).replace(**overrides)
     plans = load_plans_file(pre_dataset / f"{plans_name}.json")
     dataset_json = load_json(pre_dataset / "dataset.json")
     fold_str = str(fold)
@@ -107,6 +128,9 @@ def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int,
                                      resolve_device(device, ctx), trainer_name,
                                      raw_dataset=_find_raw(roots.raw, pre_dataset.name), dist_ctx=ctx, echo=echo)
     trainer.pretrained = pretrained
+    trainer.recipe = ({"name": "short_budget", "changes": recipe_changes,
+                       "overridden_by_flags": sorted(set(recipe_changes) & set(overrides))}
+                      if recipe_changes else None)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "plans.json", trainer.effective_plans())

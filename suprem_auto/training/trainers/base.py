@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -18,7 +17,8 @@ from torch import nn
 from tqdm import tqdm
 
 from suprem_auto.dataset import parse_labels
-from suprem_auto.training import augmentation, checkpointing, ddp
+from suprem_auto.training import augmentation, checkpointing, ddp, precision
+from suprem_auto.training.budget import BudgetClock, BudgetPlan
 from suprem_auto.training.config import TrainingConfig
 from suprem_auto.training.data.cases import PreprocessedCases, class_presence, list_preprocessed_cases
 from suprem_auto.training.data.sampler import PatchSampler
@@ -86,6 +86,12 @@ class BaseTrainer:
         self.loss: Optional[nn.Module] = None
         self._streams: List[BatchStream] = []
         self.pretrained: Optional[str] = None  # name or path of the initial weights (recorded only)
+        self.recipe: Optional[Dict[str, Any]] = None  # short-budget recipe changes applied (recorded only)
+        self.precision = "fp32"                          # set by initialize(): fp32, bf16 or fp16
+        self.channels_last = False
+        self.budget: Optional[BudgetClock] = None
+        if config.budget_s is not None or config.iterations is not None:
+            self.budget = BudgetClock(None, config.budget_s, config.iterations)
 
     # ----------------------------------------------------------------- set-up hooks
     @property
@@ -139,9 +145,14 @@ class BaseTrainer:
         self.network = self.build_network().to(self.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.network = nn.SyncBatchNorm.convert_sync_batchnorm(self.network)
+        self.channels_last = precision.use_channels_last(self.config.channels_last, self.device, self.network)
+        if self.channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last_3d)
         self.optimizer = self.configure_optimizer()
-        use_amp = self.config.amp and self.device.type == "cuda"
-        self.grad_scaler = torch.amp.GradScaler("cuda") if use_amp else None
+        self.precision = precision.choose_precision(self.config.precision, self.device)
+        if self.precision == "fp16" and not (self.config.amp and self.device.type == "cuda"):
+            self.precision = "fp32"
+        self.grad_scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.loss = self.build_loss()
         self.forward_module = self._wrap(self.network)
 
@@ -217,12 +228,11 @@ class BaseTrainer:
     def _to_device(self, batch: Dict[str, Any]) -> "tuple[torch.Tensor, torch.Tensor]":
         data = torch.from_numpy(np.ascontiguousarray(batch["data"], dtype=np.float32))
         target = torch.from_numpy(np.ascontiguousarray(batch["seg"]).astype(np.int64))
-        return data.to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
+        data = precision.to_memory_format(data.to(self.device, non_blocking=True), self.channels_last)
+        return data, target.to(self.device, non_blocking=True)
 
     def _autocast(self):
-        if self.grad_scaler is not None:
-            return torch.autocast(self.device.type, dtype=torch.float16)
-        return nullcontext()
+        return precision.autocast_context(self.precision, self.device)
 
     # ----------------------------------------------------------------- steps
     def _forward(self, data: torch.Tensor):
@@ -278,9 +288,12 @@ class BaseTrainer:
         self.fold_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             atomic_write_json(self.fold_dir / "hyperparameters.json", self.hyperparameters())
+        length = ("epochs planned over the budget" if self.budget is not None
+                  else f"epochs {self.current_epoch}->{self.config.num_epochs}")
         self.log.message(f"{self.trainer_name}: fold {self.fold}, configuration {self.configuration}, "
-                         f"patch {self.patch_size}, batch {self.global_batch_size}, device {self.device}, "
-                         f"ranks {self.dist.world_size}, epochs {self.current_epoch}->{self.config.num_epochs}")
+                         f"patch {self.patch_size}, batch {self.global_batch_size}, device {self.device} "
+                         f"({self.precision}{', channels_last_3d' if self.channels_last else ''}), "
+                         f"ranks {self.dist.world_size}, {length}")
         if self.config.lr_schedule == "warmup_cosine" and self.config.warmup_epochs >= self.config.num_epochs:
             self.log.message(f"WARNING: warm-up ({self.config.warmup_epochs} epochs) is not shorter than the run "
                              f"({self.config.num_epochs} epochs): the peak lr is never reached (--warmup_epochs)")
@@ -310,7 +323,7 @@ class BaseTrainer:
                   "pseudo_dice": dice, "mean_pseudo_dice": mean_dice, "ema_pseudo_dice": self.ema,
                   "lr": max(g["lr"] for g in self.optimizer.param_groups), "epoch_time_s": epoch_time,
                   "frozen": self.frozen_groups(epoch),
-                  "eta_s": epoch_time * (self.config.num_epochs - epoch - 1)}
+                  "eta_s": self.eta_seconds(epoch, epoch_time)}
         self.log.epoch_end(record)
         self.current_epoch = epoch + 1
         if self.best_ema is None or self.ema > self.best_ema:
@@ -318,6 +331,20 @@ class BaseTrainer:
             self.save(checkpointing.BEST)
             self.log.message(f"new best EMA pseudo-Dice {self.ema:.4f}")
         self.save(checkpointing.LATEST)
+
+    def eta_seconds(self, epoch: int, epoch_time: float) -> float:
+        """Seconds left: the budget's time left, else the epochs left at this epoch's time."""
+        if self.budget is not None and self.budget.time_left_s() is not None:
+            return max(0.0, self.budget.time_left_s())
+        return epoch_time * (self.config.num_epochs - epoch - 1)
+
+    def apply_plan_to_config(self) -> None:
+        """Mirror a budget plan into the config (epochs, epoch length) and rewrite hyperparameters.json."""
+        plan = self.budget.plan
+        self.config = self.config.replace(num_epochs=plan.num_epochs, iters_per_epoch=plan.iters_per_epoch,
+                                          val_iters_per_epoch=plan.val_iters_per_epoch, lr_schedule=plan.schedule)
+        if self.dist.is_main:
+            atomic_write_json(self.fold_dir / "hyperparameters.json", self.hyperparameters())
 
     def on_train_end(self) -> None:
         self.save(checkpointing.FINAL)
@@ -330,6 +357,12 @@ class BaseTrainer:
         if self.network is None:
             self.initialize()
         self.on_train_start()
+        if self.budget is not None:
+            from suprem_auto.training.budget_loop import run_budgeted
+
+            run_budgeted(self)
+            self.on_train_end()
+            return
         if self.current_epoch < self.config.num_epochs:
             train_stream, val_stream = self.build_streams()
             try:
@@ -392,10 +425,14 @@ class BaseTrainer:
                 "global_batch_size": self.global_batch_size,
                 "world_size": self.dist.world_size, "device": str(self.device), "architecture": self.architecture,
                 "num_input_channels": self.num_input_channels, "num_outputs": self.num_outputs,
-                "torch_version": torch.__version__, "config": self.config.to_json()}
+                "torch_version": torch.__version__, "precision": self.precision,
+                "channels_last": self.channels_last, "recipe": self.recipe,
+                "budget_plan": self.budget.plan.to_json() if self.budget is not None and self.budget.plan else None,
+                "config": self.config.to_json()}
 
     def checkpoint_content(self) -> Dict[str, Any]:
-        return {"network_weights": self.network.state_dict(),
+        weights = {k: v.contiguous() for k, v in self.network.state_dict().items()}  # plain layout on disk
+        return {"network_weights": weights,
                 "optimizer_state": self.optimizer.state_dict(),
                 "scheduler_state": {"name": self.config.lr_schedule, "epoch": self.current_epoch},
                 "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
@@ -405,7 +442,14 @@ class BaseTrainer:
                 "num_outputs": self.num_outputs,
                 "inference_allowed_mirroring_axes": list(self.config.mirror_axes or []),
                 "logging": {"history": self.log.history, "ema": self.ema, "best_ema": self.best_ema},
-                "rng_state": checkpointing.capture_rng_state()}
+                "rng_state": checkpointing.capture_rng_state(),
+                "budget_plan": self._plan_for_checkpoint()}
+
+    def _plan_for_checkpoint(self) -> Optional[Dict[str, Any]]:
+        if self.budget is None or self.budget.plan is None:
+            return None
+        self.budget.plan.elapsed_s = self.budget.elapsed_s
+        return self.budget.plan.to_json()
 
     def save(self, name: str) -> None:
         if self.dist.is_main:
@@ -424,6 +468,11 @@ class BaseTrainer:
         logging = ckpt.get("logging", {})
         self.ema, self.best_ema = logging.get("ema"), logging.get("best_ema")
         self.log.restore(logging.get("history", []))
+        if ckpt.get("budget_plan"):
+            plan = BudgetPlan.from_json(ckpt["budget_plan"])
+            self.budget = BudgetClock(plan, plan.budget_s, plan.planned_iterations if plan.fixed else None)
+            self.config = self.config.replace(budget_s=plan.budget_s, lr=plan.lr, lr_schedule=plan.schedule)
+            self.log.message(f"resumed budget {plan.describe()} ({plan.elapsed_s:.0f}s used)")
         if "rng_state" in ckpt:
             checkpointing.restore_rng_state(ckpt["rng_state"])
         self.log.message(f"resumed from {path.name} at epoch {self.current_epoch}")

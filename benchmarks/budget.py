@@ -1,0 +1,369 @@
+"""Training on a budget: recipe experiments, side-by-side with nnU-Net v2 at equal wall time, step-time comparison.
+
+    python benchmarks/budget.py recipe  --work benchmarks/work/budget --budget 150s
+    python benchmarks/budget.py steps   --work benchmarks/work/budget --venv /path/to/nnunet/venv
+    python benchmarks/budget.py compare --work benchmarks/work/budget --venv V --budget 10m
+
+Hippocampus cases (sorted) from ../shared/data: 40 training, 20 selection (validation of fold 0), 40 held-out
+(validation of fold 1, same training cases) that the recipe choice never sees. Results are JSON under --work.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+HIPPO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Dataset004_Hippocampus"
+DATASET = "Dataset004_Hippocampus"
+N_TRAIN, N_SELECT, N_HELDOUT = 40, 20, 40
+#: nnU-Net v2's plan for this dataset: 4 stages 32-256, patch 40x56x40, batch 8
+NNUNET_FEATURES = (32, 64, 128, 256)
+NNUNET_PATCH = (40, 56, 40)
+
+
+def plans(features: Sequence[int], patch: Sequence[int], batch: int) -> Dict[str, Any]:
+    """A plan for 1 mm hippocampus MRI (no resampling, z-score) with a plain U-Net of the given widths."""
+    n = len(features)
+    return {
+        "format_version": 1, "plans_name": "suprem_plans", "dataset_name": DATASET, "preset": None,
+        "reorient_to_ras": False, "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+        "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
+        "original_median_shape_after_transp": [36, 50, 35],
+        "foreground_intensity_properties_per_channel": {"0": {"mean": 0.0, "std": 1.0}},
+        "configurations": {"3d_fullres": {
+            "data_identifier": "suprem_plans_3d_fullres", "spacing": [1.0, 1.0, 1.0],
+            "patch_size": list(patch), "batch_size": batch, "median_image_size_in_voxels": [36, 50, 35],
+            "normalization": [{"scheme": "zscore", "use_mask": False, "params": {}}],
+            "resampling": {"data_order": 3, "seg_order": 1, "probabilities_order": 1, "order_z": 0,
+                           "force_separate_z": None, "anisotropy_threshold": 3.0},
+            "architecture": {"name": "plain_unet", "kwargs": {
+                "n_stages": n, "features_per_stage": list(features), "kernel_sizes": [[3, 3, 3]] * n,
+                "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1), "n_conv_per_stage": 2,
+                "n_conv_per_stage_decoder": 2}},
+            "batch_dice": False}},
+    }
+
+
+def case_ids() -> List[str]:
+    return sorted(p.name[: -len("_0000.nii.gz")] for p in (HIPPO / "imagesTr").glob("*_0000.nii.gz"))
+
+
+def prepare(work: Path, features: Sequence[int], patch: Sequence[int], batch: int) -> Path:
+    """Raw copy of the 100 cases, our preprocessing with the given plan, and the two splits; returns the roots
+    folder (raw/, preprocessed/, results/ inside)."""
+    from suprem_auto.dataset import load_raw_dataset
+    from suprem_auto.preprocessing import preprocess_dataset
+    from suprem_auto.utils.atomic import atomic_write_json
+
+    root = work / f"data_{'-'.join(map(str, features))}_{'x'.join(map(str, patch))}"
+    pre = root / "preprocessed" / DATASET
+    if (pre / "splits_final.json").is_file():
+        return root
+    ids = case_ids()[: N_TRAIN + N_SELECT + N_HELDOUT]
+    raw = root / "raw" / DATASET
+    (raw / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (raw / "labelsTr").mkdir(parents=True, exist_ok=True)
+    for c in ids:
+        shutil.copy(HIPPO / "imagesTr" / f"{c}_0000.nii.gz", raw / "imagesTr")
+        shutil.copy(HIPPO / "labelsTr" / f"{c}.nii.gz", raw / "labelsTr")
+    dataset_json = json.loads((HIPPO / "dataset.json").read_text())
+    dataset_json["numTraining"] = len(ids)
+    (raw / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    ds = load_raw_dataset(root / "raw", 4)
+    pre.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(pre / "suprem_plans.json", plans(features, patch, batch))
+    shutil.copy(raw / "dataset.json", pre / "dataset.json")
+    preprocess_dataset(ds, plans(features, patch, batch), "3d_fullres", pre, num_processes=2, progress=True)
+    train, select, held = ids[:N_TRAIN], ids[N_TRAIN:N_TRAIN + N_SELECT], ids[N_TRAIN + N_SELECT:]
+    atomic_write_json(pre / "splits_final.json", [{"train": train, "val": select}, {"train": train, "val": held}])
+    return root
+
+
+def _roots(root: Path, results: Path) -> List[str]:
+    return ["--raw", str(root / "raw"), "--preprocessed", str(root / "preprocessed"), "--results", str(results)]
+
+
+def _summary_dice(fold_dir: Path) -> Dict[str, Any]:
+    s = json.loads((fold_dir / "validation" / "summary.json").read_text())
+    return {"foreground_mean": s["foreground_mean"]["dice"],
+            "per_class": {k: v["dice"] for k, v in s["mean"].items()}}
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def train_ours(root: Path, results: Path, budget: str, flags: Sequence[str]) -> Dict[str, Any]:
+    """suprem_train --budget on fold 0 (selection cases validated), then the same weights on the held-out cases
+    (fold 1 --val, which shares the training cases)."""
+    load_before = _load()
+    start = time.monotonic()
+    cmd = [sys.executable, "-m", "suprem_auto.cli.train", "4", "3d_fullres", "0", "--budget", budget,
+           "-device", "cpu", *flags, *_roots(root, results)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.monotonic() - start
+    fold0 = results / DATASET / "SupremTrainer__suprem_plans__3d_fullres" / "fold_0"
+    fold1 = fold0.parent / "fold_1"
+    fold1.mkdir(exist_ok=True)
+    shutil.copy(fold0 / "checkpoint_final.pth", fold1 / "checkpoint_final.pth")
+    subprocess.run([sys.executable, "-m", "suprem_auto.cli.train", "4", "3d_fullres", "1", "--val", "-device", "cpu",
+                    *flags, *_roots(root, results)], check=True, stdout=subprocess.DEVNULL)
+    plan = json.loads((fold0 / "budget_plan.json").read_text())
+    return {"flags": list(flags), "budget": budget, "wall_s": round(wall, 1), "iterations": plan["iteration"],
+            "sec_per_iteration": round(plan["sec_per_iteration"], 3), "load_before": load_before,
+            "load_after": _load(), "selection": _summary_dice(fold0), "held_out": _summary_dice(fold1)}
+
+
+RECIPE_VARIANTS = {
+    "adamw1e-3_cosine_bs2": [],
+    "sgd1e-2_poly_bs2": ["--optimizer", "sgd", "--lr", "0.01", "--lr_schedule", "poly", "--weight_decay", "3e-5"],
+    "adamw3e-3_cosine_bs2": ["--lr", "3e-3"],
+    "adamw1e-3_cosine_bs2_noaug": ["--no_augmentation"],
+    "adamw1e-3_cosine_bs2_nods": ["--no_deep_supervision"],
+    "adamw1e-3_cosine_bs4": ["--batch_size", "4"],
+}
+
+
+def run_recipe(work: Path, budget: str, variants: Sequence[str], features: Sequence[int]) -> Dict[str, Any]:
+    root = prepare(work, features, NNUNET_PATCH, 2)
+    out_path = work / f"recipe_{budget}.json"
+    out = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    for name in variants:
+        if name in out:
+            continue
+        results = work / "recipe_results" / budget / name
+        shutil.rmtree(results, ignore_errors=True)
+        out[name] = train_ours(root, results, budget, ["--num_workers", "1", *RECIPE_VARIANTS[name]])
+        out[name]["network_features"] = list(features)
+        out_path.write_text(json.dumps(out, indent=2))
+        print(name, json.dumps(out[name]), flush=True)
+    return out
+
+
+NNUNET_STEP_SCRIPT = r'''
+import sys, time, json, torch, numpy as np
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from nnunetv2.utilities.helpers import softmax_helper_dim1
+torch.set_num_threads(int(sys.argv[2]))
+n = int(sys.argv[1])
+net = PlainConvUNet(1, 4, (32, 64, 128, 256), torch.nn.Conv3d, 3, (1, 2, 2, 2), (2, 2, 2, 2), 3, (2, 2, 2), True,
+                    torch.nn.InstanceNorm3d, {"eps": 1e-5, "affine": True}, None, None, torch.nn.LeakyReLU,
+                    {"inplace": True}, deep_supervision=True)
+loss = DeepSupervisionWrapper(DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False, "ddp": False},
+                                             {}, weight_ce=1, weight_dice=1, ignore_label=None,
+                                             dice_class=MemoryEfficientSoftDiceLoss), [1, 0.5, 0.25])
+opt = torch.optim.SGD(net.parameters(), 0.01, momentum=0.99, nesterov=True, weight_decay=3e-5)
+x = torch.randn(n, 1, 40, 56, 40)
+ys = [torch.randint(0, 3, (n, 1, 40 // s, 56 // s, 40 // s)).float() for s in (1, 2, 4)]
+times = []
+for i in range(3):
+    t = time.monotonic(); opt.zero_grad(); l = loss(net(x), ys); l.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 12); opt.step(); times.append(time.monotonic() - t)
+print(json.dumps({"params": sum(p.numel() for p in net.parameters()), "step_s": times}))
+'''
+
+
+NNUNET_TRAIN_SCRIPT = r'''
+"""nnU-Net v2's default trainer (nnUNetTrainer, all its settings) with only the iteration count cut to the wall
+time: epochs of 5 iterations (1 validation iteration, nnU-Net's 250:50 ratio), the number of epochs and the poly
+schedule's length re-fitted to the time left after every epoch. Then predicts the held-out images."""
+import json, sys, time
+import torch
+from batchgenerators.utilities.file_and_folder_operations import load_json, join
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+budget, pre, held_images, out_dir = float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+t0 = time.monotonic()
+plans = load_json(join(pre, "nnUNetPlans.json"))
+dataset_json = load_json(join(pre, "dataset.json"))
+tr = nnUNetTrainer(plans, "3d_fullres", "all", dataset_json, torch.device("cpu"))
+tr.num_iterations_per_epoch, tr.num_val_iterations_per_epoch = 5, 1
+tr.initialize()
+tr.on_train_start()
+iters = 0
+while tr.current_epoch < tr.num_epochs:
+    t = time.monotonic()
+    tr.on_epoch_start(); tr.on_train_epoch_start()
+    outs = [tr.train_step(next(tr.dataloader_train)) for _ in range(tr.num_iterations_per_epoch)]
+    iters += len(outs)
+    tr.on_train_epoch_end(outs)
+    with torch.no_grad():
+        tr.on_validation_epoch_start()
+        tr.on_validation_epoch_end([tr.validation_step(next(tr.dataloader_val))
+                                    for _ in range(tr.num_val_iterations_per_epoch)])
+    tr.on_epoch_end()
+    left = budget - (time.monotonic() - t0)
+    tr.num_epochs = tr.current_epoch + max(0, int(left / (time.monotonic() - t)))
+    tr.lr_scheduler.max_steps = max(tr.num_epochs, 1)
+tr.on_train_end()
+train_s = time.monotonic() - t0
+net = tr.network._orig_mod if hasattr(tr.network, "_orig_mod") else tr.network
+net.decoder.deep_supervision = False
+pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True, perform_everything_on_device=False,
+                       device=torch.device("cpu"), verbose=False, verbose_preprocessing=False)
+pred.manual_initialization(net, tr.plans_manager, tr.configuration_manager, None, dataset_json, "nnUNetTrainer",
+                           tr.inference_allowed_mirroring_axes)
+pred.predict_from_files_sequential(held_images, out_dir, save_probabilities=False, overwrite=True)
+print(json.dumps({"iterations": iters, "epochs": tr.current_epoch, "train_wall_s": train_s,
+                  "sec_per_iteration": train_s / max(1, iters)}))
+'''
+
+
+def dice_per_class(pred_dir: Path, label_dir: Path, cases: Sequence[str], labels: Sequence[int]) -> Dict[str, Any]:
+    """Mean over cases of the per-case Dice of each label (a case where both are empty counts as 1)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    per = {str(k): [] for k in labels}
+    for c in cases:
+        p = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / f"{c}.nii.gz")))
+        g = sitk.GetArrayFromImage(sitk.ReadImage(str(label_dir / f"{c}.nii.gz")))
+        for k in labels:
+            a, b = p == k, g == k
+            denom = a.sum() + b.sum()
+            per[str(k)].append(1.0 if denom == 0 else 2.0 * (a & b).sum() / denom)
+    means = {k: float(np.mean(v)) for k, v in per.items()}
+    return {"per_class": means, "foreground_mean": float(np.mean(list(means.values())))}
+
+
+def run_compare(work: Path, venv: Path, budget: str) -> Dict[str, Any]:
+    """nnU-Net v2 and suprem_auto --budget trained at the same time (side by side, sharing the machine equally)
+    on the same 40 training cases for the same wall time; both predict the same 40 held-out cases."""
+    from suprem_auto.training.budget import parse_duration
+
+    seconds = parse_duration(budget)
+    root = prepare(work, NNUNET_FEATURES, NNUNET_PATCH, 2)
+    ids = case_ids()
+    train, held = ids[:N_TRAIN], ids[N_TRAIN + N_SELECT:N_TRAIN + N_SELECT + N_HELDOUT]
+    nn = work / "nnunet"
+    nn_raw = nn / "raw" / DATASET
+    held_images = nn / "heldout_images"
+    if not (nn / "pre" / DATASET / "nnUNetPlans.json").is_file():
+        for sub in ("imagesTr", "labelsTr"):
+            (nn_raw / sub).mkdir(parents=True, exist_ok=True)
+        held_images.mkdir(parents=True, exist_ok=True)
+        for c in train:
+            shutil.copy(HIPPO / "imagesTr" / f"{c}_0000.nii.gz", nn_raw / "imagesTr")
+            shutil.copy(HIPPO / "labelsTr" / f"{c}.nii.gz", nn_raw / "labelsTr")
+        for c in held:
+            shutil.copy(HIPPO / "imagesTr" / f"{c}_0000.nii.gz", held_images)
+        dj = json.loads((HIPPO / "dataset.json").read_text())
+        dj["numTraining"] = len(train)
+        (nn_raw / "dataset.json").write_text(json.dumps(dj, indent=2))
+    env = dict(os.environ, nnUNet_raw=str(nn / "raw"), nnUNet_preprocessed=str(nn / "pre"),
+               nnUNet_results=str(nn / "results"), nnUNet_n_proc_DA="1")
+    if not (nn / "pre" / DATASET / "nnUNetPlans.json").is_file():
+        subprocess.run([str(venv / "bin" / "nnUNetv2_plan_and_preprocess"), "-d", "4", "-c", "3d_fullres", "-np", "2"],
+                       env=env, check=True, stdout=subprocess.DEVNULL)
+    script = work / "nnunet_budget_train.py"
+    script.write_text(NNUNET_TRAIN_SCRIPT)
+    nn_pred = nn / f"pred_{budget}"
+    load_before = _load()
+    nn_proc = subprocess.Popen([str(venv / "bin" / "python"), str(script), str(seconds), str(nn / "pre" / DATASET),
+                                str(held_images), str(nn_pred)], env=env, stdout=subprocess.PIPE,
+                               stderr=open(nn / f"train_{budget}.log", "w"), text=True)
+    results = work / "compare_results" / budget
+    shutil.rmtree(results, ignore_errors=True)
+    ours = train_ours(root, results, budget, ["--num_workers", "1"])
+    nn_out, _ = nn_proc.communicate()
+    nn_stats = json.loads(nn_out.strip().splitlines()[-1])
+    labels = [1, 2]
+    fold1 = results / DATASET / "SupremTrainer__suprem_plans__3d_fullres" / "fold_1" / "validation"
+    out = {"budget": budget, "held_out_cases": len(held), "train_cases": len(train), "load_before": load_before,
+           "load_after": _load(), "run": "both trainings at the same time on the same machine",
+           "nnunet": dict(nn_stats, dice=dice_per_class(nn_pred, HIPPO / "labelsTr", held, labels)),
+           "suprem_auto": dict({k: ours[k] for k in ("iterations", "sec_per_iteration", "wall_s")},
+                               dice=dice_per_class(fold1, HIPPO / "labelsTr", held, labels))}
+    (work / f"compare_{budget}.json").write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+    return out
+
+
+def our_step_times(batch: int, threads: int, channels_last: bool) -> Dict[str, Any]:
+    """Our training step (network, deep-supervision Dice+CE, clipping, optimiser) at nnU-Net's network and patch."""
+    import torch
+
+    from suprem_auto.networks import build_network
+    from suprem_auto.training.loss import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
+    from suprem_auto.training.precision import to_memory_format
+
+    torch.set_num_threads(threads)
+    arch = plans(NNUNET_FEATURES, NNUNET_PATCH, batch)["configurations"]["3d_fullres"]["architecture"]
+    net = build_network(arch, 1, 3, deep_supervision=True)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last_3d)
+    x = to_memory_format(torch.randn(batch, 1, *NNUNET_PATCH), channels_last)
+    y = torch.randint(0, 3, (batch, 1, *NNUNET_PATCH))
+    with torch.no_grad():
+        n_out = len(net(x))
+    loss = DeepSupervisionLoss(DiceCELoss(batch_dice=False), deep_supervision_weights(n_out, 0.0))
+    opt = torch.optim.AdamW(net.parameters(), 1e-3)
+    times = []
+    for _ in range(3):
+        t = time.monotonic()
+        opt.zero_grad(set_to_none=True)
+        out = loss(net(x), y)
+        out.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
+        opt.step()
+        times.append(time.monotonic() - t)
+    return {"params": sum(p.numel() for p in net.parameters()), "step_s": times}
+
+
+def run_steps(work: Path, venv: Path, batch: int, threads: int, ours: bool = True) -> Dict[str, Any]:
+    """Step times at nnU-Net's network and patch, nnU-Net v2's own step (its venv) and ours, in one run."""
+    import statistics
+
+    res: Dict[str, Any] = {"batch": batch, "threads": threads, "patch": list(NNUNET_PATCH), "load_before": _load()}
+    script = work / "nnunet_step.py"
+    script.write_text(NNUNET_STEP_SCRIPT)
+    if (venv / "bin" / "python").exists():
+        proc = subprocess.run([str(venv / "bin" / "python"), str(script), str(batch), str(threads)],
+                              capture_output=True, text=True)
+        res["nnunet"] = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 \
+            else {"error": proc.stderr.strip().splitlines()[-1]}
+    for cl in ((False, True) if ours else ()):
+        res[f"ours_channels_last_{cl}"] = our_step_times(batch, threads, cl)
+    for key, val in res.items():
+        if isinstance(val, dict) and "step_s" in val:
+            val["median_after_first_s"] = statistics.median(val["step_s"][1:])
+    res["load_after"] = _load()
+    (work / f"steps_bs{batch}_t{threads}{'' if ours else '_nnunet_only'}.json").write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["recipe", "steps", "compare"])
+    parser.add_argument("--work", type=Path, default=Path("benchmarks/work/budget"))
+    parser.add_argument("--budget", default="150s")
+    parser.add_argument("--variants", default=",".join(RECIPE_VARIANTS))
+    parser.add_argument("--features", default="8,16,32,64", help="plain U-Net widths of the recipe experiments")
+    parser.add_argument("--venv", type=Path, default=Path("/tmp/nnunet_bench/V"), help="nnU-Net v2 venv")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip_ours", action="store_true", help="steps: only nnU-Net's step")
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.mode == "recipe":
+        run_recipe(args.work, args.budget, args.variants.split(","), [int(v) for v in args.features.split(",")])
+    elif args.mode == "compare":
+        run_compare(args.work, args.venv, args.budget)
+    else:
+        run_steps(args.work, args.venv, args.batch, args.threads, ours=not args.skip_ours)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Training on a budget: --budget ends in time with a usable checkpoint, resume keeps the plan, bf16 detection and
+bf16/fp32 agreement. Real hippocampus cases, tiny network."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training_data import DATASET, make_training_roots, read_metrics, tiny_plans
+
+from suprem_auto.cli.train import main as train_main
+from suprem_auto.training.budget import BudgetPlan, lr_at, parse_duration
+from suprem_auto.training.precision import choose_precision, native_cpu_bf16
+from suprem_auto.training.run import build_trainer, train_fold
+from suprem_auto.training.trainers import SupremTrainer
+
+#: start-up allowance on top of the budget: imports, splits, worker start and the first oneDNN calls are slow on
+#: the 2 shared cores of these machines; the budget clock itself starts when the trainer is built
+START_UP_MARGIN_S = 30.0
+FAST = ["--num_workers", "1", "-device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    return make_training_roots(tmp_path_factory.mktemp("budget"), 6,
+                               tiny_plans(patch_size=(16, 24, 16), features=(4, 8, 16)))
+
+
+def _flags(roots) -> list:
+    return ["--raw", str(roots.raw), "--preprocessed", str(roots.preprocessed), "--results", str(roots.results)]
+
+
+def _fold_dir(roots, trainer: str = "SupremTrainer", fold: str = "0") -> Path:
+    return roots.results / DATASET / f"{trainer}__suprem_plans__3d_fullres" / f"fold_{fold}"
+
+
+def test_parse_duration():
+    assert parse_duration("90s") == 90
+    assert parse_duration("40m") == 2400
+    assert parse_duration("6h") == 21600
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("75") == 75
+    for bad in ("", "ten minutes", "5x", "0s", "m5"):
+        with pytest.raises(ValueError, match="--budget"):
+            parse_duration(bad)
+
+
+def test_schedule_over_planned_iterations():
+    plan = BudgetPlan(budget_s=None, planned_iterations=100, iters_per_epoch=5, val_iters_per_epoch=1,
+                      warmup_iterations=10, schedule="warmup_cosine", lr=1e-3)
+    lrs = [lr_at(plan, i) for i in range(101)]
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))          # rises during warm-up
+    assert max(lrs) == pytest.approx(1e-3)
+    assert lrs[55] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 45 / 90)))
+    assert lrs[100] == pytest.approx(0.0, abs=1e-12)                 # decayed exactly at the planned end
+    poly = BudgetPlan(budget_s=None, planned_iterations=50, iters_per_epoch=5, val_iters_per_epoch=1,
+                      warmup_iterations=0, schedule="poly", lr=0.01)
+    assert lr_at(poly, 25) == pytest.approx(0.01 * 0.5 ** 0.9)
+    assert plan.num_epochs == 20
+
+
+def test_bf16_only_where_the_cpu_has_it_natively():
+    cpu = torch.device("cpu")
+    native = {"fpu", "avx2", "avx512f", "avx512_bf16"}
+    assert native_cpu_bf16(native, torch_supported=True)
+    assert choose_precision("auto", cpu, native, torch_supported=True) == "bf16"
+    assert choose_precision("auto", cpu, {"fpu", "avx2", "amx_bf16"}, torch_supported=True) == "bf16"
+    # AVX2 only (this kind of machine): emulated bf16 is far slower than fp32
+    assert choose_precision("auto", cpu, {"fpu", "avx2", "fma"}, torch_supported=True) == "fp32"
+    # flags present but torch's oneDNN says no
+    assert choose_precision("auto", cpu, native, torch_supported=False) == "fp32"
+    assert choose_precision("fp32", cpu, native, torch_supported=True) == "fp32"
+    assert choose_precision("bf16", cpu, {"avx2"}, torch_supported=False) == "bf16"
+    assert choose_precision("auto", torch.device("cuda"), set(), torch_supported=False) == "fp16"
+    with pytest.raises(ValueError, match="precision"):
+        choose_precision("fp8", cpu)
+
+
+def test_bf16_and_fp32_steps_agree(roots):
+    """The same batch, the same initial weights: the bf16 autocast step gives the fp32 loss and update."""
+    trainers = {}
+    for prec in ("fp32", "bf16"):
+        t = build_trainer(4, "3d_fullres", 0, roots, overrides={"precision": prec, "num_workers": 0, "seed": 7},
+                          device="cpu", echo=False)
+        t.initialize()
+        trainers[prec] = t
+    assert trainers["bf16"].precision == "bf16" and trainers["fp32"].precision == "fp32"
+    before = {k: v.clone() for k, v in trainers["fp32"].network.state_dict().items()}
+    for k, v in trainers["bf16"].network.state_dict().items():
+        assert torch.equal(v, before[k])
+    rng = np.random.default_rng(0)
+    case = np.load(roots.preprocessed / DATASET / "suprem_plans_3d_fullres" / "hippocampus_001.npy")
+    seg = np.load(roots.preprocessed / DATASET / "suprem_plans_3d_fullres" / "hippocampus_001_seg.npy")
+    z, y, x = (int(rng.integers(0, max(1, s - p + 1))) for s, p in zip(case.shape[1:], (16, 24, 16)))
+    batch = {"data": np.stack([case[:, z:z + 16, y:y + 24, x:x + 16]] * 2),
+             "seg": np.stack([np.maximum(seg[:, z:z + 16, y:y + 24, x:x + 16], 0)] * 2)}
+    losses = {p: t.train_step(batch) for p, t in trainers.items()}
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)
+    deltas = {p: torch.cat([(v.float() - before[k].float()).flatten()
+                            for k, v in t.network.state_dict().items() if v.is_floating_point()])
+              for p, t in trainers.items()}
+    cosine = torch.nn.functional.cosine_similarity(deltas["bf16"], deltas["fp32"], dim=0)
+    assert float(cosine) > 0.95
+    assert torch.linalg.norm(deltas["fp32"]) > 0
+
+
+def test_budget_run_ends_in_time_with_usable_checkpoint(roots):
+    budget = 60
+    start = time.monotonic()
+    assert train_main(["4", "3d_fullres", "0", "--budget", f"{budget}s", *FAST, *_flags(roots)]) == 0
+    elapsed = time.monotonic() - start
+    assert elapsed <= budget + START_UP_MARGIN_S, f"{elapsed:.1f}s for a {budget}s budget"
+    fold = _fold_dir(roots)
+    log = (fold / "training_log.txt").read_text()
+    assert "plan: budget 60s" in log and "iterations" in log and "schedule warmup_cosine" in log
+    plan = json.loads((fold / "budget_plan.json").read_text())
+    hp = json.loads((fold / "hyperparameters.json").read_text())
+    assert hp["recipe"]["name"] == "short_budget" and hp["config"]["optimizer"] == "adamw"
+    assert hp["precision"] == choose_precision("auto", torch.device("cpu"))
+    metrics = read_metrics(fold)
+    assert len(metrics) >= 1 and plan["iteration"] >= plan["iters_per_epoch"] > 1
+    ckpt = torch.load(fold / "checkpoint_final.pth", weights_only=True)
+    assert ckpt["budget_plan"]["planned_iterations"] >= ckpt["budget_plan"]["iteration"] - 1
+    from suprem_auto.networks import build_network
+
+    net = build_network(ckpt["architecture"], 1, 3, deep_supervision=False)
+    net.load_state_dict(ckpt["network_weights"])
+    net.eval()
+    case = np.load(roots.preprocessed / DATASET / "suprem_plans_3d_fullres" / "hippocampus_001.npy")
+    with torch.no_grad():
+        out = net(torch.from_numpy(np.ascontiguousarray(case[None, :, :16, :24, :16])))
+    assert out.shape == (1, 3, 16, 24, 16) and torch.isfinite(out).all()
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert summary["metric_per_case"], "final validation ran"
+
+
+class _CrashAfterEpoch(SupremTrainer):
+    """Simulates a killed run: raises after the checkpoint of epoch 2 was written."""
+
+    def on_epoch_end(self, epoch, *args, **kwargs):
+        super().on_epoch_end(epoch, *args, **kwargs)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+
+def test_resume_keeps_the_plan(roots):
+    args = ["4", "3d_fullres", "1", "--iterations", "8", "--val_iters", "1", "--no_final_validation", *FAST,
+            *_flags(roots)]
+    assert train_main(args) == 0
+    reference = read_metrics(_fold_dir(roots, fold="1"))
+    assert len(reference) == 8  # 8 iterations of 1 per epoch (20 epochs targeted, at least 1 iteration each)
+    trainer = build_trainer(4, "3d_fullres", 2, roots, overrides={"iterations": 8, "val_iters_per_epoch": 1,
+                                                                  "num_workers": 1},
+                            device="cpu", echo=False, trainer_class=_CrashAfterEpoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_fold(trainer, run_validation=False)
+    fold = _fold_dir(roots, fold="2")
+    assert not (fold / "checkpoint_final.pth").exists()
+    # resume with a different request: the stored plan wins
+    assert train_main(["4", "3d_fullres", "2", "--c", "--iterations", "50", "--no_final_validation",
+                       *FAST, *_flags(roots)]) == 0
+    resumed = read_metrics(fold)
+    assert [m["epoch"] for m in resumed] == list(range(8))
+    assert [m["lr"] for m in resumed] == pytest.approx([m["lr"] for m in reference])
+    assert json.loads((fold / "budget_plan.json").read_text())["planned_iterations"] == 8
+    assert "resumed budget plan" in (fold / "training_log.txt").read_text()
