@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="device (default auto: cuda, then mps, then cpu)")
     run.add_argument("--tile_batch_size", type=int, default=None,
                      help="sliding-window tiles per forward pass (default: 8 for small patches, fewer for large ones)")
-    run.add_argument("--cpu_bf16", action="store_true", help="bf16 autocast on CPU. Measure first: on the 2-core AVX-512 BF16 EPYC used for development a "
+    run.add_argument("--cpu_bf16", action="store_true", help="bf16 autocast on CPU. Measure first: on the 2-core AVX2-only EPYC used for development (no native bf16) a "
                           "plain_unet forward was ~100x SLOWER than fp32 (see benchmarks/RESULTS.md)")
     run.add_argument("--postprocessing", default=None,
                      help="postprocessing JSON to apply (default: the model folder's postprocessing.json if present)")
