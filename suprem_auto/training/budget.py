@@ -132,10 +132,10 @@ def final_validation_forwards(case_shapes: Sequence[Sequence[int]], patch: Seque
 
 
 def estimate_final_validation_s(forwards: int, num_cases: int, sec_per_patch_forward: float,
-                                per_case_overhead_s: float = 5.0, fixed_overhead_s: float = 3.0) -> float:
+                                per_case_overhead_s: float = 2.0, fixed_overhead_s: float = 3.0) -> float:
     """Seconds the final validation (plus the final checkpoint) will take: forwards x forward time per patch, plus
-    reading, preprocessing, export and metrics per case (measured 5 s per hippocampus case besides the forwards on
-    the loaded 2-core machines, benchmarks/RESULTS.md) and a fixed start-up."""
+    reading, preprocessing, export and metrics per case (about 2 s per small case besides the forwards: the demo's
+    4-case validations took 38-48 s for 32 forwards of about 1.1 s each) and a fixed start-up."""
     return fixed_overhead_s + forwards * sec_per_patch_forward + per_case_overhead_s * num_cases
 
 

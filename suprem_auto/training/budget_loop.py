@@ -3,7 +3,7 @@ with a per-iteration learning rate, re-planning after every epoch; the trainer's
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, List, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -27,17 +27,25 @@ def _val_case_shapes(trainer: "BaseTrainer") -> List[List[int]]:
     return [list(np.load(trainer.data_folder / f"{c}.npy", mmap_mode="r").shape[1:]) for c in val_cases]
 
 
+def _inference_patch(trainer: "BaseTrainer") -> Tuple[List[int], float]:
+    """The patch the final validation predicts with (the plans', which a --patch_size override does not change) and
+    its cost relative to one training-patch forward (voxel ratio)."""
+    patch = list(trainer.plans_config.get("patch_size") or trainer.patch_size)
+    return patch, float(np.prod(patch)) / float(np.prod(trainer.patch_size))
+
+
 def _first_plan(trainer: "BaseTrainer", clock: BudgetClock, train_times: List[float], val_time: float) -> BudgetPlan:
     """Plan from the probe: iteration time (first one dropped: start-up), one validation batch's time, and the
     estimated final validation (sliding windows x mirrors x forward time per patch) plus one epoch end."""
     c = trainer.config
     sec_iter = float(np.median(train_times[1:] or train_times)) if train_times else 0.0
-    sec_patch = val_time / max(1, trainer.global_batch_size)
+    inference_patch, cost_ratio = _inference_patch(trainer)
+    sec_patch = val_time / max(1, trainer.global_batch_size) * cost_ratio
     mirrors = 2 ** len(c.mirror_axes or [])
     reserve, forwards, shapes = 0.0, 0, []
     if clock.iterations is None:
         shapes = _val_case_shapes(trainer)
-        forwards = final_validation_forwards(shapes, trainer.patch_size, mirrors)
+        forwards = final_validation_forwards(shapes, inference_patch, mirrors)
         reserve = estimate_final_validation_s(forwards, len(shapes), sec_patch)
     schedule = c.lr_schedule if c.lr_schedule in ("poly", "warmup_cosine") else "warmup_cosine"
     return clock.make_plan(c.lr, schedule, c.poly_exponent, c.warmup_fraction, c.val_iters_per_epoch, sec_iter,
@@ -112,7 +120,8 @@ def run_budgeted(trainer: "BaseTrainer") -> None:
             trainer.network.eval()
             val_start = time.monotonic()
             val_results = [trainer.validation_step(next(val_stream)) for _ in range(plan.val_iters_per_epoch)]
-            sec_patch = (time.monotonic() - val_start) / (plan.val_iters_per_epoch * trainer.global_batch_size)
+            sec_patch = (time.monotonic() - val_start) / (plan.val_iters_per_epoch * trainer.global_batch_size) \
+                * _inference_patch(trainer)[1]
             plan.iteration = iteration
             trainer.on_epoch_end(epoch, losses, val_results, time.monotonic() - epoch_start)
             clock.replan(iteration, (time.monotonic() - epoch_start) / max(1, len(losses)), sec_patch)
