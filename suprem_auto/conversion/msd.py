@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from suprem_auto.conversion.common import (FILE_ENDING, ConversionError, copy_file_atomic, prepare_dataset_folder,
                                            read_image_info, read_sitk, write_dataset_json, write_sitk_image)
-from suprem_auto.utils.atomic import load_json
+from suprem_auto.utils.atomic import load_json_or_raise
 
 PathLike = Union[str, Path]
 _TASK_DIR = re.compile(r"^Task(\d+)_(.+)$")
@@ -121,12 +121,7 @@ def convert_msd_task(task_folder: PathLike, raw_root: PathLike, dataset_id: int,
     """
     task_folder = Path(task_folder)
     json_path = task_folder / "dataset.json"
-    if not json_path.is_file():
-        raise ConversionError(f"{json_path}: MSD dataset.json is missing")
-    try:
-        msd_json = load_json(json_path)
-    except ValueError as exc:
-        raise ConversionError(f"{json_path}: not valid JSON ({exc})") from None
+    msd_json = load_json_or_raise(json_path, ConversionError, "MSD dataset.json")
     for key in ("modality", "labels"):
         if not isinstance(msd_json.get(key), dict) or not msd_json[key]:
             raise ConversionError(f"{json_path}: field '{key}' is missing or empty")

@@ -140,7 +140,7 @@ def cross_validate(roots: Roots, dataset: str, runs: Sequence[RunSpec], folds: S
     sections.append(ranking)
     sections.append(report.learning_curves_section([m for m in models if m.summary]))
     sections.append(report.comparison_section(_pairs([m for m in models if m.summary], folds), class_names))
-    sections.append(report.examples_section(best.members[0] if len(best.members) == 1 else best.members[0],
+    sections.append(report.examples_section(best.members[0],
                                             _image_lookup(roots, pre_dataset.name), file_ending))
     html_path, md_path = report.write_report(out_dir, f"Cross-validation report: {pre_dataset.name}", sections)
     return CrossValidationResult(models, html_path, md_path, recipe, out_dir)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from suprem_auto.dataset.labels import LabelSpec, parse_labels
-from suprem_auto.utils.atomic import load_json
+from suprem_auto.utils.atomic import load_json_or_raise
 
 PathLike = Union[str, Path]
 _DATASET_DIR = re.compile(r"^Dataset(\d{3})_(.+)$")
@@ -139,12 +139,6 @@ def load_raw_dataset_folder(folder: PathLike) -> RawDataset:
     """Parse a raw dataset folder given directly."""
     folder = Path(folder)
     json_path = folder / "dataset.json"
-    if not json_path.is_file():
-        raise DatasetError(f"{json_path}: dataset.json is missing")
-    try:
-        data = load_json(json_path)
-    except ValueError as exc:
-        raise DatasetError(f"{json_path}: not valid JSON ({exc})") from None
-    data = validate_dataset_json(data, json_path)
+    data = validate_dataset_json(load_json_or_raise(json_path, DatasetError, "dataset.json"), json_path)
     labels = parse_labels(data, json_path)
     return RawDataset(folder, data, labels, list_cases(folder, data, "Tr"))

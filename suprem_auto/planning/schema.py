@@ -1,11 +1,10 @@
 """The plans file: versioned JSON, validated on load with errors naming the bad field."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, Union
 
-from suprem_auto.utils.atomic import atomic_write_json
+from suprem_auto.utils.atomic import atomic_write_json, load_json_or_raise
 
 PLANS_FORMAT_VERSION = 1
 NORMALIZATION_SCHEMES = ("ct", "zscore", "window", "none", "rescale_0_1")
@@ -157,14 +156,7 @@ def validate_plans(plans: Any, source: Any = "plans") -> Dict[str, Any]:
 def load_plans(path: PathLike) -> Dict[str, Any]:
     """Read and validate a plans JSON file."""
     path = Path(path)
-    if not path.is_file():
-        raise PlansError(f"{path}: plans file does not exist")
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except ValueError as exc:
-        raise PlansError(f"{path}: not valid JSON ({exc})") from None
-    return validate_plans(data, path)
+    return validate_plans(load_json_or_raise(path, PlansError, "plans file"), path)
 
 
 def save_plans(plans: Dict[str, Any], path: PathLike) -> Path:

@@ -80,3 +80,14 @@ def load_json(path: PathLike) -> Any:
     """Read a JSON file."""
     with open(path) as f:
         return json.load(f)
+
+
+def load_json_or_raise(path: PathLike, error: type = ValueError, what: str = "file") -> Any:
+    """Read a JSON file; a missing file or invalid JSON raises ``error`` with one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {what} is missing")
+    try:
+        return load_json(path)
+    except ValueError as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
