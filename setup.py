@@ -8,6 +8,7 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["suprem_auto", "suprem_auto.*"]) + ["suprem_auto.presets"],
     package_dir={"suprem_auto.presets": "plans"},
-    package_data={"suprem_auto.presets": ["*.json"], "suprem_auto.pretrained": ["*.json"]},
+    package_data={"suprem_auto.presets": ["*.json"], "suprem_auto.pretrained": ["*.json"],
+                  "suprem_auto.training": ["recipes/*.json"]},
     include_package_data=True,
 )

@@ -3,6 +3,7 @@
     python benchmarks/budget.py recipe  --work benchmarks/work/budget --budget 150s
     python benchmarks/budget.py steps   --work benchmarks/work/budget --venv /path/to/nnunet/venv
     python benchmarks/budget.py compare --work benchmarks/work/budget --venv V --budget 10m
+    python benchmarks/budget.py flops   --work benchmarks/work/budget --threads 2
 
 Hippocampus cases (sorted) from ../shared/data: 40 training, 20 selection (validation of fold 0), 40 held-out
 (validation of fold 1, same training cases) that the recipe choice never sees. Results are JSON under --work.
@@ -121,25 +122,37 @@ def train_ours(root: Path, results: Path, budget: str, flags: Sequence[str]) -> 
 
 
 RECIPE_VARIANTS = {
+    # 150 s experiments (hand plan with 8-16-32-64 features, --features)
     "adamw1e-3_cosine_bs2": [],
     "sgd1e-2_poly_bs2": ["--optimizer", "sgd", "--lr", "0.01", "--lr_schedule", "poly", "--weight_decay", "3e-5"],
     "adamw3e-3_cosine_bs2": ["--lr", "3e-3"],
     "adamw1e-3_cosine_bs2_noaug": ["--no_augmentation"],
     "adamw1e-3_cosine_bs2_nods": ["--no_deep_supervision"],
     "adamw1e-3_cosine_bs4": ["--batch_size", "4"],
+    # width experiments: nnU-Net's plan (32-64-128-256) scaled by --network_width (use --features 32,64,128,256)
+    "w0.25_adamw1e-3": ["--network_width", "0.25"],
+    "w0.25_adamw3e-3": ["--network_width", "0.25", "--lr", "3e-3"],
+    "w0.5_adamw1e-3": ["--network_width", "0.5"],
+    "w0.5_adamw3e-3": ["--network_width", "0.5", "--lr", "3e-3"],
+    "w0.25_adamw3e-3_noaug": ["--network_width", "0.25", "--lr", "3e-3", "--no_augmentation"],
+    "w0.25_adamw3e-3_bs4": ["--network_width", "0.25", "--lr", "3e-3", "--batch_size", "4"],
+    "w1_adamw1e-3": ["--network_width", "1"],
+    "w0.25_adamw3e-3_nomirror": ["--network_width", "0.25", "--lr", "3e-3", "--no_mirroring"],
+    "w0.25_adamw1e-2_nomirror": ["--network_width", "0.25", "--lr", "1e-2", "--no_mirroring"],
+    "w0.5_adamw3e-3_nomirror": ["--network_width", "0.5", "--lr", "3e-3", "--no_mirroring"],
 }
 
 
 def run_recipe(work: Path, budget: str, variants: Sequence[str], features: Sequence[int]) -> Dict[str, Any]:
     root = prepare(work, features, NNUNET_PATCH, 2)
-    out_path = work / f"recipe_{budget}.json"
+    out_path = work / f"recipe_{budget}{'' if list(features) == [8, 16, 32, 64] else '_' + '-'.join(map(str, features))}.json"
     out = json.loads(out_path.read_text()) if out_path.is_file() else {}
     for name in variants:
         if name in out:
             continue
         results = work / "recipe_results" / budget / name
         shutil.rmtree(results, ignore_errors=True)
-        out[name] = train_ours(root, results, budget, ["--num_workers", "1", *RECIPE_VARIANTS[name]])
+        out[name] = train_ours(root, results, budget, [*RECIPE_VARIANTS[name]])
         out[name]["network_features"] = list(features)
         out_path.write_text(json.dumps(out, indent=2))
         print(name, json.dumps(out[name]), flush=True)
@@ -176,7 +189,7 @@ NNUNET_TRAIN_SCRIPT = r'''
 """nnU-Net v2's default trainer (nnUNetTrainer, all its settings) with only the iteration count cut to the wall
 time: epochs of 5 iterations (1 validation iteration, nnU-Net's 250:50 ratio), the number of epochs and the poly
 schedule's length re-fitted to the time left after every epoch. Then predicts the held-out images."""
-import json, sys, time
+import json, os, sys, time
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json, join
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -185,6 +198,7 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 budget, pre, held_images, out_dir = float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 t0 = time.monotonic()
 plans = load_json(join(pre, "nnUNetPlans.json"))
+plans["continue_training"] = False  # nnU-Net 2.8.1 reads (and pops) this from the plans dict
 dataset_json = load_json(join(pre, "dataset.json"))
 tr = nnUNetTrainer(plans, "3d_fullres", "all", dataset_json, torch.device("cpu"))
 tr.num_iterations_per_epoch, tr.num_val_iterations_per_epoch = 5, 1
@@ -211,8 +225,10 @@ net = tr.network._orig_mod if hasattr(tr.network, "_orig_mod") else tr.network
 net.decoder.deep_supervision = False
 pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True, perform_everything_on_device=False,
                        device=torch.device("cpu"), verbose=False, verbose_preprocessing=False)
-pred.manual_initialization(net, tr.plans_manager, tr.configuration_manager, None, dataset_json, "nnUNetTrainer",
+pred.manual_initialization(net, tr.plans_manager, tr.configuration_manager, [net.state_dict()], dataset_json,
+                           "nnUNetTrainer",
                            tr.inference_allowed_mirroring_axes)
+os.makedirs(out_dir, exist_ok=True)
 pred.predict_from_files_sequential(held_images, out_dir, save_probabilities=False, overwrite=True)
 print(json.dumps({"iterations": iters, "epochs": tr.current_epoch, "train_wall_s": train_s,
                   "sec_per_iteration": train_s / max(1, iters)}))
@@ -236,9 +252,10 @@ def dice_per_class(pred_dir: Path, label_dir: Path, cases: Sequence[str], labels
     return {"per_class": means, "foreground_mean": float(np.mean(list(means.values())))}
 
 
-def run_compare(work: Path, venv: Path, budget: str) -> Dict[str, Any]:
-    """nnU-Net v2 and suprem_auto --budget trained at the same time (side by side, sharing the machine equally)
-    on the same 40 training cases for the same wall time; both predict the same 40 held-out cases."""
+def run_compare(work: Path, venv: Path, budget: str, concurrent: bool = False) -> Dict[str, Any]:
+    """nnU-Net v2 and suprem_auto --budget trained on the same 40 training cases for the same wall time, one after
+    the other on the whole machine (``concurrent``: both at once, sharing it); both predict the same 40 held-out
+    cases with mirroring, and one function computes the Dice of both."""
     from suprem_auto.training.budget import parse_duration
 
     seconds = parse_duration(budget)
@@ -268,19 +285,31 @@ def run_compare(work: Path, venv: Path, budget: str) -> Dict[str, Any]:
     script = work / "nnunet_budget_train.py"
     script.write_text(NNUNET_TRAIN_SCRIPT)
     nn_pred = nn / f"pred_{budget}"
-    load_before = _load()
-    nn_proc = subprocess.Popen([str(venv / "bin" / "python"), str(script), str(seconds), str(nn / "pre" / DATASET),
-                                str(held_images), str(nn_pred)], env=env, stdout=subprocess.PIPE,
-                               stderr=open(nn / f"train_{budget}.log", "w"), text=True)
     results = work / "compare_results" / budget
-    shutil.rmtree(results, ignore_errors=True)
-    ours = train_ours(root, results, budget, ["--num_workers", "1"])
-    nn_out, _ = nn_proc.communicate()
+    nn_cmd = [str(venv / "bin" / "python"), str(script), str(seconds), str(nn / "pre" / DATASET), str(held_images),
+              str(nn_pred)]
+    nn_log = open(nn / f"train_{budget}.log", "w")
+    load_before = _load()
+    if concurrent:  # both at once, each with about half the machine
+        nn_proc = subprocess.Popen(nn_cmd, env=env, stdout=subprocess.PIPE, stderr=nn_log, text=True)
+        shutil.rmtree(results, ignore_errors=True)
+        ours = train_ours(root, results, budget, [])
+        nn_out, _ = nn_proc.communicate()
+    else:  # one after the other, each with the whole machine
+        nn_start = time.monotonic()
+        nn_out = subprocess.run(nn_cmd, env=env, stdout=subprocess.PIPE, stderr=nn_log, text=True,
+                                check=True).stdout
+        nn_wall = time.monotonic() - nn_start
+        shutil.rmtree(results, ignore_errors=True)
+        ours = train_ours(root, results, budget, [])
     nn_stats = json.loads(nn_out.strip().splitlines()[-1])
+    if not concurrent:
+        nn_stats["wall_incl_prediction_s"] = round(nn_wall, 1)
     labels = [1, 2]
     fold1 = results / DATASET / "SupremTrainer__suprem_plans__3d_fullres" / "fold_1" / "validation"
     out = {"budget": budget, "held_out_cases": len(held), "train_cases": len(train), "load_before": load_before,
-           "load_after": _load(), "run": "both trainings at the same time on the same machine",
+           "load_after": _load(),
+           "run": "both at the same time, sharing the machine" if concurrent else "one after the other",
            "nnunet": dict(nn_stats, dice=dice_per_class(nn_pred, HIPPO / "labelsTr", held, labels)),
            "suprem_auto": dict({k: ours[k] for k in ("iterations", "sec_per_iteration", "wall_s")},
                                dice=dice_per_class(fold1, HIPPO / "labelsTr", held, labels))}
@@ -343,9 +372,55 @@ def run_steps(work: Path, venv: Path, batch: int, threads: int, ours: bool = Tru
     return res
 
 
+def run_flops(work: Path, threads: int) -> Dict[str, Any]:
+    """FLOPs of one training step (forward + backward, torch's FlopCounterMode) for nnU-Net's network at batch 8
+    and the short-budget network at batch 2, the CPU's measured fp32 peak (a large matrix product), and each step's
+    measured time against the time the FLOPs alone would take at that peak."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from suprem_auto.networks import build_network, scale_width
+    from suprem_auto.training.loss import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
+
+    torch.set_num_threads(threads)
+    a = torch.randn(4096, 4096)
+    a @ a
+    start = time.monotonic()
+    for _ in range(5):
+        a @ a
+    peak = 5 * 2 * 4096 ** 3 / (time.monotonic() - start)
+    res: Dict[str, Any] = {"threads": threads, "fp32_matmul_peak_gflops": round(peak / 1e9, 1), "load_before": _load()}
+    for name, width, batch in (("nnunet_network_bs8", 1.0, 8), ("short_budget_network_bs2", 0.25, 2)):
+        arch = scale_width(plans(NNUNET_FEATURES, NNUNET_PATCH, batch)["configurations"]["3d_fullres"]["architecture"],
+                           width)
+        net = build_network(arch, 1, 3, deep_supervision=True)
+        x = torch.randn(batch, 1, *NNUNET_PATCH)
+        y = torch.randint(0, 3, (batch, 1, *NNUNET_PATCH))
+        loss = DeepSupervisionLoss(DiceCELoss(batch_dice=False), deep_supervision_weights(len(net(x)), 0.0))
+        opt = torch.optim.AdamW(net.parameters(), 1e-3)
+        with FlopCounterMode(display=False) as counter:
+            loss(net(x), y).backward()
+        flops = counter.get_total_flops()
+        times = []
+        for _ in range(4):
+            t = time.monotonic()
+            opt.zero_grad(set_to_none=True)
+            loss(net(x), y).backward()
+            opt.step()
+            times.append(time.monotonic() - t)
+        step = sorted(times[1:])[1]
+        res[name] = {"params": sum(p.numel() for p in net.parameters()), "batch": batch,
+                     "gflop_per_step": round(flops / 1e9, 1), "step_s": round(step, 3),
+                     "bound_at_peak_s": round(flops / peak, 3), "fraction_of_peak": round(flops / peak / step, 3)}
+    res["load_after"] = _load()
+    (work / f"flops_t{threads}.json").write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+    return res
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["recipe", "steps", "compare"])
+    parser.add_argument("mode", choices=["recipe", "steps", "compare", "flops"])
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work/budget"))
     parser.add_argument("--budget", default="150s")
     parser.add_argument("--variants", default=",".join(RECIPE_VARIANTS))
@@ -353,13 +428,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--venv", type=Path, default=Path("/tmp/nnunet_bench/V"), help="nnU-Net v2 venv")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--concurrent", action="store_true", help="compare: train both at the same time")
     parser.add_argument("--skip_ours", action="store_true", help="steps: only nnU-Net's step")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.mode == "recipe":
         run_recipe(args.work, args.budget, args.variants.split(","), [int(v) for v in args.features.split(",")])
+    elif args.mode == "flops":
+        run_flops(args.work, args.threads)
     elif args.mode == "compare":
-        run_compare(args.work, args.venv, args.budget)
+        run_compare(args.work, args.venv, args.budget, args.concurrent)
     else:
         run_steps(args.work, args.venv, args.batch, args.threads, ours=not args.skip_ours)
     return 0

@@ -67,6 +67,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val_iters", type=int, default=1, help="pseudo-Dice validation iterations per epoch")
     p.add_argument("--batch_size", type=int, default=2)
     p.add_argument("--lr", type=float, default=None, help="learning rate of every run (default: the trainer's)")
+    p.add_argument("--recipe", default="trainer", choices=["trainer", "short"],
+                   help="trainer: the trainer's own recipe in epochs; short: --iterations N with the short-budget "
+                        "recipe (AdamW 1e-3, warm-up + cosine), both arms alike")
+    p.add_argument("--network_width", type=float, default=1.0,
+                   help="feature-width factor of the network (pre-training and fine-tuning alike)")
     p.add_argument("--trainer", default=TRAINER, help="trainer of every run (same recipe for both arms)")
     p.add_argument("--architecture", default="plain_unet",
                    choices=["plain_unet", "suprem_unet", "segresnet", "swin_unetr"],
@@ -238,11 +243,17 @@ def check_same_architecture(args: argparse.Namespace) -> None:
 
 
 def train_cmd(args: argparse.Namespace, dataset: str, iters: int, seed: int) -> List[str]:
-    epochs = max(1, iters // args.iters_per_epoch)
+    """One suprem_train call. ``--recipe trainer``: the trainer's recipe over epochs of --iters_per_epoch;
+    ``--recipe short``: ``--iterations N`` (the short-budget recipe: AdamW, warm-up + cosine over N)."""
     cmd = ["suprem_auto.cli.train", dataset, CONFIG, "all", "-tr", args.trainer, "-p", plans_name(args),
-           "--epochs", str(epochs), "--iters_per_epoch", str(args.iters_per_epoch), "--val_iters", str(args.val_iters),
-           "--batch_size", str(args.batch_size), "--seed", str(seed), "--num_workers", str(args.num_workers),
-           "--no_final_validation", "-device", "cpu"]
+           "--val_iters", str(args.val_iters), "--batch_size", str(args.batch_size), "--seed", str(seed),
+           "--num_workers", str(args.num_workers), "--no_final_validation", "-device", "cpu"]
+    if args.recipe == "short":
+        cmd += ["--iterations", str(iters), "--recipe", "short"]
+    else:
+        cmd += ["--epochs", str(max(1, iters // args.iters_per_epoch)), "--iters_per_epoch", str(args.iters_per_epoch)]
+    if args.network_width != 1.0:
+        cmd += ["--network_width", str(args.network_width)]
     if args.lr is not None:
         cmd += ["--lr", str(args.lr)]
     return cmd

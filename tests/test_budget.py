@@ -169,3 +169,56 @@ def test_resume_keeps_the_plan(roots):
     assert [m["lr"] for m in resumed] == pytest.approx([m["lr"] for m in reference])
     assert json.loads((fold / "budget_plan.json").read_text())["planned_iterations"] == 8
     assert "resumed budget plan" in (fold / "training_log.txt").read_text()
+
+
+def test_network_width_scales_the_free_widths_only():
+    from suprem_auto.networks import build_network, scale_width
+
+    arch = tiny_plans(patch_size=(16, 24, 16), features=(8, 16, 32))["configurations"]["3d_fullres"]["architecture"]
+    half = scale_width(arch, 0.5)
+    assert half["kwargs"]["features_per_stage"] == [4, 8, 16]
+    assert arch["kwargs"]["features_per_stage"] == [8, 16, 32], "the plans' entry is not modified"
+    assert scale_width(arch, 0.1)["kwargs"]["features_per_stage"] == [4, 4, 4]  # never below 4
+    small, full = (sum(p.numel() for p in build_network(a, 1, 3, True).parameters()) for a in (half, arch))
+    assert small < full / 3
+    assert scale_width({"name": "segresnet", "kwargs": {}}, 0.5)["kwargs"]["init_filters"] == 16
+    with pytest.raises(ValueError, match="suprem_unet.*no adjustable width"):
+        scale_width({"name": "suprem_unet", "kwargs": {}}, 0.5)
+
+
+def test_short_budget_recipe_picks_width_from_its_table(monkeypatch, tmp_path):
+    from suprem_auto.training import budget as budget_module
+    from suprem_auto.training.run import budget_recipe
+
+    recipe = json.loads(budget_module.RECIPE_FILE.read_text())
+    recipe["network_width"]["cpu"] = [{"max_budget_s": 600, "factor": 0.25}, {"max_budget_s": None, "factor": 0.5}]
+    path = tmp_path / "short_budget.json"
+    path.write_text(json.dumps(recipe))
+    monkeypatch.setattr(budget_module, "RECIPE_FILE", path)
+    plain = {"name": "plain_unet", "kwargs": {}}
+    assert budget_recipe(SupremTrainer, {"budget_s": 600}, "auto", "cpu", plain)["network_width"] == 0.25
+    assert budget_recipe(SupremTrainer, {"budget_s": 601}, "auto", "cpu", plain)["network_width"] == 0.5
+    assert "network_width" not in budget_recipe(SupremTrainer, {"budget_s": 600}, "auto", "cuda", plain)
+    assert "network_width" not in budget_recipe(SupremTrainer, {"iterations": 100}, "auto", "cpu", plain)
+    assert "network_width" not in budget_recipe(SupremTrainer, {"budget_s": 600}, "auto", "cpu", plain,
+                                                pretrained="weights.pth"), "a checkpoint fixes the widths"
+    assert "network_width" not in budget_recipe(SupremTrainer, {"budget_s": 600}, "auto", "cpu",
+                                                {"name": "suprem_unet", "kwargs": {}})
+    assert budget_recipe(SupremTrainer, {}, "auto", "cpu", plain) == {}
+
+
+def test_width_reaches_the_results_plans_and_threads_are_recorded(roots):
+    threads = torch.get_num_threads()
+    trainer = build_trainer(4, "3d_fullres", 3, roots, overrides={"network_width": 2.0, "num_workers": 1,
+                                                                  "num_threads": 1},
+                            device="cpu", echo=False)
+    try:
+        trainer.initialize()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    widths = trainer.architecture["kwargs"]["features_per_stage"]
+    assert widths == [8, 16, 32]
+    results_plans = json.loads((trainer.fold_dir.parent / "plans.json").read_text())
+    assert results_plans["configurations"]["3d_fullres"]["architecture"]["kwargs"]["features_per_stage"] == widths
+    assert trainer.hyperparameters()["compute_threads"] == 1 and trainer.hyperparameters()["num_workers"] == 1

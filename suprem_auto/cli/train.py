@@ -59,7 +59,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         trainer = build_trainer(dataset, configuration, fold, roots_from_args(args), trainer_name=args.trainer,
                                 plans_name=args.plans, pretrained=args.pretrained,
                                 weights_dir=Path(args.weights_dir) if args.weights_dir else None,
-                                device=args.device, overrides=overrides_from_args(args), recipe=args.recipe)
+                                device=args.device, overrides=overrides_from_args(args), recipe=args.recipe,
+                                reuse_run_config=args.continue_training or args.validation_only)
         train_fold(trainer, pretrained=args.pretrained,
                    weights_dir=Path(args.weights_dir) if args.weights_dir else None,
                    continue_training=args.continue_training, validation_only=args.validation_only,

@@ -53,7 +53,7 @@ def train_missing_folds(roots: Roots, dataset: str, run: RunSpec, folds: Sequenc
     for fold in folds:
         trainer = build_trainer(dataset, run.configuration, fold, roots, trainer_name=run.trainer,
                                 plans_name=run.plans_name, pretrained=run.pretrained, weights_dir=weights_dir,
-                                device=device, overrides=overrides, run_tag=run.tag)
+                                device=device, overrides=overrides, run_tag=run.tag, reuse_run_config=True)
         model_dir = trainer.fold_dir.parent
         if fold_is_finished(model_dir, fold):
             print(f"[crossval] {model_dir.name} fold {fold}: already finished, skipped")

@@ -58,5 +58,26 @@ def build_network(architecture: dict, num_input_channels: int, num_outputs: int,
     return net
 
 
-__all__ = ["ARCHITECTURES", "build_network", "conv_feature_map_voxels", "parameter_groups", "PlainConvUNet",
+def scale_width(architecture: dict, factor: float) -> dict:
+    """The architecture with its feature widths multiplied by ``factor`` (each at least 4).
+
+    Only ``plain_unet`` (features_per_stage) and ``segresnet`` (init_filters) have a free width; the SuPreM U-Net and
+    Swin UNETR are fixed by their checkpoints, so a factor other than 1 raises ValueError for them.
+    """
+    if factor == 1:
+        return architecture
+    if factor <= 0:
+        raise ValueError(f"network width factor must be > 0, got {factor}")
+    name, kwargs = architecture.get("name"), dict(architecture.get("kwargs") or {})
+    if name == "plain_unet" and "features_per_stage" in kwargs:
+        kwargs["features_per_stage"] = [max(4, int(round(f * factor))) for f in kwargs["features_per_stage"]]
+    elif name == "segresnet":
+        kwargs["init_filters"] = max(4, int(round(kwargs.get("init_filters", 32) * factor)))
+    else:
+        raise ValueError(f"--network_width {factor:g}: architecture {name!r} has no adjustable width "
+                         "(only plain_unet with features_per_stage, and segresnet)")
+    return {**architecture, "kwargs": kwargs}
+
+
+__all__ = ["ARCHITECTURES", "build_network", "scale_width", "conv_feature_map_voxels", "parameter_groups", "PlainConvUNet",
            "UNet3D", "SuPreMSegResNet", "SuPreMSwinUNETR"]

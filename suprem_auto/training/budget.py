@@ -8,10 +8,12 @@ final validation (whose cost is estimated and reserved); interpreter start-up is
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from suprem_auto.training.schedule import poly_lr
@@ -44,11 +46,27 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def short_budget_recipe() -> Dict[str, Any]:
-    """TrainingConfig changes used with --budget / --iterations (chosen by the experiments in
-    benchmarks/RESULTS.md, section "Training on a budget")."""
-    return {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "lr_schedule": "warmup_cosine",
-            "batch_size": 2, "deep_supervision": True, "augmentation": True}
+RECIPE_FILE = Path(__file__).with_name("recipes") / "short_budget.json"
+
+
+def short_budget_recipe(budget_s: Optional[float] = None, device_type: str = "cpu",
+                        width_adjustable: bool = False) -> Dict[str, Any]:
+    """TrainingConfig changes used with --budget / --iterations (``recipes/short_budget.json``, chosen by the
+    experiments in benchmarks/RESULTS.md, section "Training on a budget").
+
+    With a wall-time budget and a network whose width may change (no pre-trained checkpoint, plain U-Net or
+    SegResNet), the recipe also picks ``network_width`` for the device and budget from the file's table.
+    """
+    recipe = json.loads(RECIPE_FILE.read_text())
+    changes = dict(recipe["changes"])
+    if budget_s is not None and width_adjustable:
+        table = recipe["network_width"].get(device_type, recipe["network_width"]["cuda"])
+        for entry in table:
+            if entry["max_budget_s"] is None or budget_s <= entry["max_budget_s"]:
+                if entry["factor"] != 1.0:
+                    changes["network_width"] = entry["factor"]
+                break
+    return changes
 
 
 @dataclass

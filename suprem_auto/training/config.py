@@ -37,6 +37,8 @@ class TrainingConfig:
     augmentation: bool = True
     mirror_axes: Optional[List[int]] = field(default_factory=lambda: [0, 1, 2])
     num_workers: Optional[int] = None       # None: one per available core, capped at 12
+    num_threads: Optional[int] = None       # torch compute threads on CPU; None: all cores
+    network_width: float = 1.0              # multiplies the plain U-Net's / SegResNet's feature widths
     seed: int = 12345
     amp: bool = True                        # only takes effect on CUDA
     compile: bool = False
@@ -56,6 +58,12 @@ class TrainingConfig:
     def to_json(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> "TrainingConfig":
+        """The configuration recorded by :meth:`to_json` (fields unknown to this version are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
 
 # CLI flag -> (config field, type, help). Only flags given on the command line override the trainer's defaults.
 CLI_OVERRIDES = {
@@ -68,6 +76,9 @@ CLI_OVERRIDES = {
     "warmup_epochs": ("warmup_epochs", int, "linear warm-up epochs (warmup_cosine schedule)"),
     "freeze_encoder_epochs": ("freeze_encoder_epochs", int, "keep the encoder frozen (lr 0) for this many epochs"),
     "num_workers": ("num_workers", int, "data augmentation worker processes (0: in the main process)"),
+    "num_threads": ("num_threads", int, "torch compute threads on CPU (default: all cores)"),
+    "network_width": ("network_width", float, "multiply the network's feature widths (plain_unet, segresnet); "
+                                              "the short-budget recipe picks it from the budget"),
     "seed": ("seed", int, "random seed of sampling, augmentation and initialisation"),
     "iterations": ("iterations", int, "train exactly N iterations, schedule and epochs laid over them like a budget"),
     "optimizer": ("optimizer", str, "sgd (Nesterov) or adamw"),
@@ -87,6 +98,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                        help="per-group lr factors, e.g. encoder=0.1,decoder=1,head=1")
     group.add_argument("--no_deep_supervision", action="store_true", help="train without deep supervision")
     group.add_argument("--no_augmentation", action="store_true", help="no data augmentation (mirroring included)")
+    group.add_argument("--no_mirroring", action="store_true",
+                       help="no mirroring, neither as augmentation nor at inference (test-time)")
     group.add_argument("--patch_size", default=None, help="patch size ZxYxX, e.g. 40x56x40 (default: the plans')")
     group.add_argument("--budget", default=None,
                        help="wall-time budget (90s, 40m, 6h, 1h30m): iterations, schedule and validation share are "
@@ -121,6 +134,8 @@ def overrides_from_args(args: argparse.Namespace) -> Dict[str, Any]:
         changes["deep_supervision"] = False
     if getattr(args, "no_augmentation", False):
         changes["augmentation"] = False
+        changes["mirror_axes"] = None
+    if getattr(args, "no_mirroring", False):
         changes["mirror_axes"] = None
     if getattr(args, "compile", False):
         changes["compile"] = True

@@ -78,9 +78,11 @@ def default_trainer_name(trainer_name: Optional[str], pretrained: Optional[str] 
     return f"{name}-{run_tag}" if run_tag else name
 
 
-def budget_recipe(trainer_class: type, overrides: Dict[str, Any], recipe: str = "auto") -> Dict[str, Any]:
+def budget_recipe(trainer_class: type, overrides: Dict[str, Any], recipe: str = "auto", device_type: str = "cpu",
+                  architecture: Optional[Dict[str, Any]] = None, pretrained: Optional[str] = None) -> Dict[str, Any]:
     """The short-budget recipe changes to apply (empty without --budget/--iterations or with ``recipe='trainer'``;
-    ``auto`` applies it only to trainers whose defaults are nnU-Net's, not to fine-tuning recipes)."""
+    ``auto`` applies it only to trainers whose defaults are nnU-Net's, not to fine-tuning recipes). The network
+    width is only changed for a wall-time budget, a plain U-Net / SegResNet and no pre-trained checkpoint."""
     from suprem_auto.training.budget import short_budget_recipe
     from suprem_auto.training.config import TrainingConfig
 
@@ -91,7 +93,25 @@ def budget_recipe(trainer_class: type, overrides: Dict[str, Any], recipe: str = 
         return {}
     if recipe == "auto" and trainer_class.default_config() != TrainingConfig():
         return {}
-    return short_budget_recipe()
+    width_adjustable = (pretrained is None and getattr(trainer_class, "backbone", None) is None
+                        and (architecture or {}).get("name") in ("plain_unet", "segresnet"))
+    return short_budget_recipe(overrides.get("budget_s"), device_type, width_adjustable)
+
+
+def recorded_run(fold_dir: Path) -> Optional[Dict[str, Any]]:
+    """What a fold's earlier run recorded: ``hyperparameters.json`` (config + recipe), else the ``config`` stored in
+    its newest checkpoint (a checkpoint copied on its own); None when neither exists."""
+    recorded = fold_dir / "hyperparameters.json"
+    if recorded.is_file():
+        stored = load_json(recorded)
+        if "config" in stored:
+            return stored
+    for name in (checkpointing.FINAL, checkpointing.LATEST):
+        if (fold_dir / name).is_file():
+            config = checkpointing.load_checkpoint(fold_dir / name, map_location="cpu").get("config")
+            if config is not None:
+                return {"config": config}
+    return None
 
 
 def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int, str], roots: Roots,
@@ -99,33 +119,43 @@ def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int,
                   pretrained: Optional[str] = None, weights_dir: Optional[Path] = None, device: str = "auto",
                   overrides: Optional[Dict[str, Any]] = None, echo: bool = True,
                   trainer_class: Optional[type] = None, run_tag: Optional[str] = None,
-                  recipe: str = "auto") -> BaseTrainer:
+                  recipe: str = "auto", reuse_run_config: bool = False) -> BaseTrainer:
     """Create (not yet initialise) the trainer for one fold; copies plans/dataset files into the results folder.
 
     ``trainer_class`` replaces the registered class (same config), e.g. for a subclass with extra hooks;
     ``run_tag`` is appended to the folder's trainer part (``<trainer>-<tag>__<plans>__<configuration>``).
     ``recipe``: with a budget or iteration count, ``auto``/``short`` lay the short-budget recipe under the overrides
     (``auto``: only for trainers that use the nnU-Net default recipe); ``trainer`` keeps the trainer's recipe.
+    ``reuse_run_config`` (``--c``, ``--val``): when the fold already has a ``hyperparameters.json``, its recorded
+    configuration (network width, mirroring, recipe...) is the base and only the given overrides change it, so that
+    a resumed or re-validated run builds the network it trained.
     """
     from suprem_auto.dataset import find_dataset_folder
+    from suprem_auto.training.config import TrainingConfig
 
     ctx = ddp.context_from_env()
     pre_dataset = find_dataset_folder(roots.preprocessed, dataset)
     trainer_name = resolve_trainer_name(trainer_name, pretrained, weights_dir)
     cls, name_changes = resolve_trainer(trainer_name)
     overrides = dict(overrides or {})
-    recipe_changes = budget_recipe(cls, overrides, recipe)
-    config = cls.default_config().replace(**recipe_changes).replace(**name_changes).replace(**overrides)
     plans = load_plans_file(pre_dataset / f"{plans_name}.json")
+    torch_device = resolve_device(device, ctx)
+    architecture = plans["configurations"].get(configuration, {}).get("architecture")
+    recipe_changes = budget_recipe(cls, overrides, recipe, torch_device.type, architecture, pretrained)
+    config = cls.default_config().replace(**recipe_changes).replace(**name_changes).replace(**overrides)
     dataset_json = load_json(pre_dataset / "dataset.json")
     fold_str = str(fold)
     if fold_str != "all" and not fold_str.isdigit():
         raise ValueError(f"FOLD must be 0-4 or 'all', got '{fold}'")
     folder_name = f"{trainer_name}-{run_tag}" if run_tag else trainer_name
     out = output_folder(roots.results, pre_dataset.name, folder_name, plans_name, configuration)
+    stored = recorded_run(out / f"fold_{fold_str}") if reuse_run_config else None
+    if stored is not None:
+        config = TrainingConfig.from_json(stored["config"]).replace(**overrides)
+        recipe_changes = (stored.get("recipe") or {}).get("changes", {})
     trainer = (trainer_class or cls)(plans, configuration, fold_str if fold_str == "all" else int(fold_str),
                                      dataset_json, pre_dataset, out / f"fold_{fold_str}", config,
-                                     resolve_device(device, ctx), trainer_name,
+                                     torch_device, trainer_name,
                                      raw_dataset=_find_raw(roots.raw, pre_dataset.name), dist_ctx=ctx, echo=echo)
     trainer.pretrained = pretrained
     trainer.recipe = ({"name": "short_budget", "changes": recipe_changes,

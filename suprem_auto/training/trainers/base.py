@@ -97,10 +97,12 @@ class BaseTrainer:
     @property
     def architecture(self) -> Dict[str, Any]:
         """The architecture entry used (the plans' one, or the trainer's backbone with default kwargs)."""
+        from suprem_auto.networks import scale_width
+
         arch = self.plans_config["architecture"]
-        if self.backbone is None or arch.get("name") == self.backbone:
-            return arch
-        return {"name": self.backbone, "kwargs": {}}
+        if self.backbone is not None and arch.get("name") != self.backbone:
+            arch = {"name": self.backbone, "kwargs": {}}
+        return scale_width(arch, self.config.network_width)
 
     def effective_plans(self) -> Dict[str, Any]:
         """The plans with this trainer's architecture, as copied to the results folder for inference."""
@@ -140,8 +142,8 @@ class BaseTrainer:
             return
         torch.manual_seed(self.config.seed)
         ddp.init_distributed(self.dist, self.device)
-        if self.device.type == "cpu":  # data workers and torch threads share the cores
-            torch.set_num_threads(max(1, default_num_workers(cap=256) - self.num_workers))
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.compute_threads)
         self.network = self.build_network().to(self.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.network = nn.SyncBatchNorm.convert_sync_batchnorm(self.network)
@@ -155,6 +157,15 @@ class BaseTrainer:
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.loss = self.build_loss()
         self.forward_module = self._wrap(self.network)
+
+    @property
+    def compute_threads(self) -> int:
+        """Torch threads on CPU: the configured number, else the cores minus the workers plus one. Augmentation
+        workers fill their queue and then wait, so one core is shared (on 2 cores: 2 threads + 1 worker trained
+        1.2x faster than 1 + 1, benchmarks/RESULTS.md)."""
+        if self.config.num_threads:
+            return self.config.num_threads
+        return max(1, default_num_workers(cap=256) - self.num_workers + 1)
 
     @property
     def num_workers(self) -> int:
@@ -427,6 +438,7 @@ class BaseTrainer:
                 "num_input_channels": self.num_input_channels, "num_outputs": self.num_outputs,
                 "torch_version": torch.__version__, "precision": self.precision,
                 "channels_last": self.channels_last, "recipe": self.recipe,
+                "compute_threads": self.compute_threads, "num_workers": self.num_workers,
                 "budget_plan": self.budget.plan.to_json() if self.budget is not None and self.budget.plan else None,
                 "config": self.config.to_json()}
 
@@ -441,6 +453,7 @@ class BaseTrainer:
                 "architecture": self.architecture, "num_input_channels": self.num_input_channels,
                 "num_outputs": self.num_outputs,
                 "inference_allowed_mirroring_axes": list(self.config.mirror_axes or []),
+                "config": self.config.to_json(),
                 "logging": {"history": self.log.history, "ema": self.ema, "best_ema": self.best_ema},
                 "rng_state": checkpointing.capture_rng_state(),
                 "budget_plan": self._plan_for_checkpoint()}
