@@ -252,7 +252,8 @@ def dice_per_class(pred_dir: Path, label_dir: Path, cases: Sequence[str], labels
     return {"per_class": means, "foreground_mean": float(np.mean(list(means.values())))}
 
 
-def run_compare(work: Path, venv: Path, budget: str, concurrent: bool = False) -> Dict[str, Any]:
+def run_compare(work: Path, venv: Path, budget: str, concurrent: bool = False,
+                ours_only: bool = False) -> Dict[str, Any]:
     """nnU-Net v2 and suprem_auto --budget trained on the same 40 training cases for the same wall time, one after
     the other on the whole machine (``concurrent``: both at once, sharing it); both predict the same 40 held-out
     cases with mirroring, and one function computes the Dice of both."""
@@ -290,27 +291,28 @@ def run_compare(work: Path, venv: Path, budget: str, concurrent: bool = False) -
               str(nn_pred)]
     nn_log = open(nn / f"train_{budget}.log", "w")
     load_before = _load()
-    if concurrent:  # both at once, each with about half the machine
+    shutil.rmtree(results, ignore_errors=True)
+    nn_out, nn_wall, nn_proc = None, 0.0, None
+    if concurrent and not ours_only:  # both at once, each with about half the machine
         nn_proc = subprocess.Popen(nn_cmd, env=env, stdout=subprocess.PIPE, stderr=nn_log, text=True)
-        shutil.rmtree(results, ignore_errors=True)
-        ours = train_ours(root, results, budget, [])
-        nn_out, _ = nn_proc.communicate()
-    else:  # one after the other, each with the whole machine
+    elif not ours_only:  # one after the other, each with the whole machine
         nn_start = time.monotonic()
         nn_out = subprocess.run(nn_cmd, env=env, stdout=subprocess.PIPE, stderr=nn_log, text=True,
                                 check=True).stdout
         nn_wall = time.monotonic() - nn_start
-        shutil.rmtree(results, ignore_errors=True)
-        ours = train_ours(root, results, budget, [])
-    nn_stats = json.loads(nn_out.strip().splitlines()[-1])
-    if not concurrent:
+    ours = train_ours(root, results, budget, [])
+    if nn_proc is not None:
+        nn_out, _ = nn_proc.communicate()
+    nn_stats = json.loads(nn_out.strip().splitlines()[-1]) if nn_out else None
+    if nn_stats is not None and not concurrent:
         nn_stats["wall_incl_prediction_s"] = round(nn_wall, 1)
     labels = [1, 2]
     fold1 = results / DATASET / "SupremTrainer__suprem_plans__3d_fullres" / "fold_1" / "validation"
     out = {"budget": budget, "held_out_cases": len(held), "train_cases": len(train), "load_before": load_before,
            "load_after": _load(),
            "run": "both at the same time, sharing the machine" if concurrent else "one after the other",
-           "nnunet": dict(nn_stats, dice=dice_per_class(nn_pred, HIPPO / "labelsTr", held, labels)),
+           "nnunet": (dict(nn_stats, dice=dice_per_class(nn_pred, HIPPO / "labelsTr", held, labels))
+                      if nn_stats is not None else "not run (--ours_only)"),
            "suprem_auto": dict({k: ours[k] for k in ("iterations", "sec_per_iteration", "wall_s")},
                                dice=dice_per_class(fold1, HIPPO / "labelsTr", held, labels))}
     (work / f"compare_{budget}.json").write_text(json.dumps(out, indent=2))
@@ -428,6 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--venv", type=Path, default=Path("/tmp/nnunet_bench/V"), help="nnU-Net v2 venv")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ours_only", action="store_true", help="compare: train only suprem_auto")
     parser.add_argument("--concurrent", action="store_true", help="compare: train both at the same time")
     parser.add_argument("--skip_ours", action="store_true", help="steps: only nnU-Net's step")
     args = parser.parse_args(argv)
@@ -437,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.mode == "flops":
         run_flops(args.work, args.threads)
     elif args.mode == "compare":
-        run_compare(args.work, args.venv, args.budget, args.concurrent)
+        run_compare(args.work, args.venv, args.budget, args.concurrent, args.ours_only)
     else:
         run_steps(args.work, args.venv, args.batch, args.threads, ours=not args.skip_ours)
     return 0
