@@ -222,3 +222,18 @@ def test_width_reaches_the_results_plans_and_threads_are_recorded(roots):
     results_plans = json.loads((trainer.fold_dir.parent / "plans.json").read_text())
     assert results_plans["configurations"]["3d_fullres"]["architecture"]["kwargs"]["features_per_stage"] == widths
     assert trainer.hyperparameters()["compute_threads"] == 1 and trainer.hyperparameters()["num_workers"] == 1
+
+
+def test_val_rebuilds_the_network_the_budget_run_trained(roots):
+    """--val after a run whose recipe narrowed the network: the recorded config (here only the checkpoint's, as for a
+    checkpoint copied on its own) decides the network, not the defaults."""
+    args = ["4", "3d_fullres", "4", "--iterations", "4", "--val_iters", "1", "--network_width", "0.5",
+            "--no_mirroring", "--no_final_validation", *FAST, *_flags(roots)]
+    assert train_main(args) == 0
+    fold = _fold_dir(roots, fold="4")
+    (fold / "hyperparameters.json").unlink()
+    assert train_main(["4", "3d_fullres", "4", "--val", *FAST, *_flags(roots)]) == 0
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert summary["metric_per_case"], "validation ran with the trained network"
+    results_plans = json.loads((fold.parent / "plans.json").read_text())
+    assert results_plans["configurations"]["3d_fullres"]["architecture"]["kwargs"]["features_per_stage"] == [4, 4, 8]
