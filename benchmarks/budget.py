@@ -29,26 +29,12 @@ NNUNET_PATCH = (40, 56, 40)
 
 
 def plans(features: Sequence[int], patch: Sequence[int], batch: int) -> Dict[str, Any]:
-    """A plan for 1 mm hippocampus MRI (no resampling, z-score) with a plain U-Net of the given widths."""
-    n = len(features)
-    return {
-        "format_version": 1, "plans_name": "suprem_plans", "dataset_name": DATASET, "preset": None,
-        "reorient_to_ras": False, "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-        "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
-        "original_median_shape_after_transp": [36, 50, 35],
-        "foreground_intensity_properties_per_channel": {"0": {"mean": 0.0, "std": 1.0}},
-        "configurations": {"3d_fullres": {
-            "data_identifier": "suprem_plans_3d_fullres", "spacing": [1.0, 1.0, 1.0],
-            "patch_size": list(patch), "batch_size": batch, "median_image_size_in_voxels": [36, 50, 35],
-            "normalization": [{"scheme": "zscore", "use_mask": False, "params": {}}],
-            "resampling": {"data_order": 3, "seg_order": 1, "probabilities_order": 1, "order_z": 0,
-                           "force_separate_z": None, "anisotropy_threshold": 3.0},
-            "architecture": {"name": "plain_unet", "kwargs": {
-                "n_stages": n, "features_per_stage": list(features), "kernel_sizes": [[3, 3, 3]] * n,
-                "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1), "n_conv_per_stage": 2,
-                "n_conv_per_stage_decoder": 2}},
-            "batch_dice": False}},
-    }
+    """A plan for 1 mm hippocampus MRI (no resampling, z-score) with a plain U-Net of the given widths (the tests'
+    hand plan with nnU-Net's 2 decoder convolutions per stage)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from training_data import tiny_plans
+
+    return tiny_plans(patch_size=patch, batch_size=batch, features=features, decoder_convs=2)
 
 
 def case_ids() -> List[str]:

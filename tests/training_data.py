@@ -16,8 +16,9 @@ DATASET = "Dataset004_Hippocampus"
 
 
 def tiny_plans(patch_size: Sequence[int] = (24, 32, 24), batch_size: int = 2,
-               features: Sequence[int] = (8, 16, 32)) -> Dict[str, Any]:
-    """A complete plan for 1 mm hippocampus MRI: z-score, no resampling, a 3-stage plain U-Net."""
+               features: Sequence[int] = (8, 16, 32), decoder_convs: int = 1) -> Dict[str, Any]:
+    """A complete plan for 1 mm hippocampus MRI: z-score, no resampling, a plain U-Net with one stage per feature
+    width (``benchmarks/budget.py`` uses it too, with nnU-Net's widths and 2 decoder convolutions)."""
     n = len(features)
     return {
         "format_version": 1, "plans_name": "suprem_plans", "dataset_name": DATASET, "preset": None,
@@ -34,7 +35,7 @@ def tiny_plans(patch_size: Sequence[int] = (24, 32, 24), batch_size: int = 2,
             "architecture": {"name": "plain_unet", "kwargs": {
                 "n_stages": n, "features_per_stage": list(features), "kernel_sizes": [[3, 3, 3]] * n,
                 "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1), "n_conv_per_stage": 2,
-                "n_conv_per_stage_decoder": 1}},
+                "n_conv_per_stage_decoder": decoder_convs}},
             "batch_dice": False}},
     }
 
