@@ -181,9 +181,20 @@ def test_network_width_scales_the_free_widths_only():
     assert scale_width(arch, 0.1)["kwargs"]["features_per_stage"] == [4, 4, 4]  # never below 4
     small, full = (sum(p.numel() for p in build_network(a, 1, 3, True).parameters()) for a in (half, arch))
     assert small < full / 3
-    assert scale_width({"name": "segresnet", "kwargs": {}}, 0.5)["kwargs"]["init_filters"] == 16
-    with pytest.raises(ValueError, match="suprem_unet.*no adjustable width"):
-        scale_width({"name": "suprem_unet", "kwargs": {}}, 0.5)
+    # SegResNet's GroupNorm has 8 groups, Swin UNETR's feature_size must divide by 12: widths round to those.
+    assert scale_width({"name": "segresnet", "kwargs": {}}, 0.5)["kwargs"]["init_filters"] == 8
+    assert scale_width({"name": "segresnet", "kwargs": {}}, 0.25)["kwargs"]["init_filters"] == 8
+    assert scale_width({"name": "swin_unetr", "kwargs": {"feature_size": 48}}, 0.25)["kwargs"]["feature_size"] == 12
+    assert scale_width({"name": "suprem_unet", "kwargs": {}}, 0.25)["kwargs"]["base_width"] == 8
+    for name in ("segresnet", "suprem_unet", "swin_unetr"):
+        narrow = build_network(scale_width({"name": name, "kwargs": {}}, 0.25), 1, 3, False)
+        released = build_network({"name": name, "kwargs": {}}, 1, 3, False)
+        assert narrow.state_dict().keys() == released.state_dict().keys(), f"{name}: parameter names change"
+        n_narrow, n_released = (sum(p.numel() for p in m.parameters()) for m in (narrow, released))
+        assert n_narrow < n_released / 3, name
+        assert narrow(torch.zeros(1, 1, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
+    with pytest.raises(ValueError, match="must be > 0"):
+        scale_width({"name": "suprem_unet", "kwargs": {}}, 0)
 
 
 def test_short_budget_recipe_picks_width_from_its_table(monkeypatch, tmp_path):

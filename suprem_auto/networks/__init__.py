@@ -22,7 +22,7 @@ ARCHITECTURES = ("plain_unet", "suprem_unet", "segresnet", "swin_unetr")
 _ALLOWED_KWARGS = {
     "plain_unet": {"n_stages", "features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage",
                    "n_conv_per_stage_decoder"},
-    "suprem_unet": set(),
+    "suprem_unet": {"base_width"},
     "segresnet": {"init_filters", "blocks_down", "blocks_up", "dropout_prob"},
     "swin_unetr": {"feature_size", "depths", "num_heads", "dropout_path_rate", "use_checkpoint", "patch_merging"},
 }
@@ -45,7 +45,7 @@ def build_network(architecture: dict, num_input_channels: int, num_outputs: int,
     if name == "plain_unet":
         net: nn.Module = PlainConvUNet(num_input_channels, num_outputs, deep_supervision=deep_supervision, **kwargs)
     elif name == "suprem_unet":
-        net = UNet3D(num_input_channels, num_outputs)
+        net = UNet3D(num_input_channels, num_outputs, **kwargs)
     elif name == "segresnet":
         from suprem_auto.networks.segresnet import SuPreMSegResNet
 
@@ -58,24 +58,39 @@ def build_network(architecture: dict, num_input_channels: int, num_outputs: int,
     return net
 
 
-def scale_width(architecture: dict, factor: float) -> dict:
-    """The architecture with its feature widths multiplied by ``factor`` (each at least 4).
+# The width kwarg of each architecture: (name, value at the released/planned width, values must be a multiple of).
+# SegResNet's GroupNorm has 8 groups; MONAI's Swin UNETR needs feature_size divisible by 12.
+WIDTH_KWARGS = {"plain_unet": ("features_per_stage", None, 1), "segresnet": ("init_filters", 16, 8),
+                "suprem_unet": ("base_width", 32, 4), "swin_unetr": ("feature_size", 48, 12)}
 
-    Only ``plain_unet`` (features_per_stage) and ``segresnet`` (init_filters) have a free width; the SuPreM U-Net and
-    Swin UNETR are fixed by their checkpoints, so a factor other than 1 raises ValueError for them.
+
+def _scaled(value: int, factor: float, multiple: int) -> int:
+    """``value * factor`` rounded to a multiple of ``multiple``, at least max(4, multiple)."""
+    return max(4, multiple, int(round(value * factor / multiple)) * multiple)
+
+
+def scale_width(architecture: dict, factor: float) -> dict:
+    """The architecture with its feature widths multiplied by ``factor`` (rounded to what the network accepts).
+
+    Plain U-Net: every ``features_per_stage`` entry (at least 4); SegResNet: ``init_filters`` (a multiple of 8, its
+    GroupNorm groups); SuPreM U-Net: ``base_width`` (released 32); Swin UNETR: ``feature_size`` (a multiple of 12,
+    released 48). A narrowed SuPreM backbone cannot load the released checkpoints; it is for training from scratch or
+    from our own pre-training at the same width.
     """
     if factor == 1:
         return architecture
     if factor <= 0:
         raise ValueError(f"network width factor must be > 0, got {factor}")
     name, kwargs = architecture.get("name"), dict(architecture.get("kwargs") or {})
-    if name == "plain_unet" and "features_per_stage" in kwargs:
-        kwargs["features_per_stage"] = [max(4, int(round(f * factor))) for f in kwargs["features_per_stage"]]
-    elif name == "segresnet":
-        kwargs["init_filters"] = max(4, int(round(kwargs.get("init_filters", 32) * factor)))
+    if name not in WIDTH_KWARGS:
+        raise ValueError(f"--network_width {factor:g}: unknown architecture {name!r}")
+    key, default, multiple = WIDTH_KWARGS[name]
+    if name == "plain_unet":
+        if "features_per_stage" not in kwargs:
+            raise ValueError(f"--network_width {factor:g}: plain_unet needs features_per_stage in its kwargs")
+        kwargs[key] = [_scaled(f, factor, multiple) for f in kwargs[key]]
     else:
-        raise ValueError(f"--network_width {factor:g}: architecture {name!r} has no adjustable width "
-                         "(only plain_unet with features_per_stage, and segresnet)")
+        kwargs[key] = _scaled(kwargs.get(key, default), factor, multiple)
     return {**architecture, "kwargs": kwargs}
 
 

@@ -43,9 +43,9 @@ def _two_convs(in_channels: int, mid_channels: int, out_channels: int) -> nn.Seq
 class DownTransition(nn.Module):
     """Two LUConvs; returns (pooled output, output before pooling). The deepest stage does not pool."""
 
-    def __init__(self, in_channels: int, depth: int) -> None:
+    def __init__(self, in_channels: int, depth: int, base_width: int = 32) -> None:
         super().__init__()
-        width = 32 * 2 ** depth
+        width = base_width * 2 ** depth
         self.ops = _two_convs(in_channels, width, 2 * width)
         self.pool = depth < 3
 
@@ -81,27 +81,30 @@ class OutputTransition(nn.Module):
 class UNet3D(nn.Module):
     """Models Genesis / SuPreM U-Net (19.07M backbone parameters). Input sizes must be divisible by 8.
 
+    ``base_width`` 32 is the released checkpoints' width (stage outputs 64-128-256-512); other values scale every
+    stage alike (for training from scratch or from our own pre-training) and keep the parameter names.
     ``num_outputs=None`` builds the pre-training variant without ``out_tr`` (used by the Universal head).
     ``deep_supervision`` is accepted for interface compatibility and ignored (single output).
     """
 
     divisor = 8
 
-    def __init__(self, num_input_channels: int = 1, num_outputs: int | None = 1) -> None:
+    def __init__(self, num_input_channels: int = 1, num_outputs: int | None = 1, base_width: int = 32) -> None:
         super().__init__()
-        self.down_tr64 = DownTransition(num_input_channels, 0)
-        self.down_tr128 = DownTransition(64, 1)
-        self.down_tr256 = DownTransition(128, 2)
-        self.down_tr512 = DownTransition(256, 3)
-        self.up_tr256 = UpTransition(512, 256, 256)
-        self.up_tr128 = UpTransition(256, 128, 128)
-        self.up_tr64 = UpTransition(128, 64, 64)
+        c1, c2, c3, c4 = (base_width * 2 ** k for k in (1, 2, 3, 4))  # 64, 128, 256, 512 at the released width
+        self.down_tr64 = DownTransition(num_input_channels, 0, base_width)
+        self.down_tr128 = DownTransition(c1, 1, base_width)
+        self.down_tr256 = DownTransition(c2, 2, base_width)
+        self.down_tr512 = DownTransition(c3, 3, base_width)
+        self.up_tr256 = UpTransition(c4, c3, c3)
+        self.up_tr128 = UpTransition(c3, c2, c2)
+        self.up_tr64 = UpTransition(c2, c1, c1)
         if num_outputs is not None:
-            self.out_tr = OutputTransition(64, num_outputs)
+            self.out_tr = OutputTransition(c1, num_outputs)
         self.deep_supervision = False
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (bottleneck 512 channels, last decoder features 64 channels)."""
+        """Return (bottleneck, 16 x base_width channels; last decoder features, 2 x base_width channels)."""
         out64, skip64 = self.down_tr64(x)
         out128, skip128 = self.down_tr128(out64)
         out256, skip256 = self.down_tr256(out128)

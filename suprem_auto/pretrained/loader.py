@@ -98,7 +98,8 @@ def _match(network: nn.Module, universal: bool, arch: str, canon: Canonical, all
                 report.count(group, "adapted")
             else:
                 raise CheckpointError(f"{path}: shape mismatch for {src_key!r}: file {tuple(src.shape)}, "
-                                      f"network {tuple(tval.shape)} (layout {canon.layout})")
+                                      f"network {tuple(tval.shape)} (layout {canon.layout}); a network narrowed with "
+                                      f"--network_width only loads checkpoints trained at the same width")
         if src_key.endswith("relative_position_index") and not torch.equal(src, tval):
             raise CheckpointError(f"{path}: {src_key!r} differs from the network's (different window size?)")
         new_state[tkey] = src.to(tval.dtype)

@@ -77,8 +77,9 @@ CLI_OVERRIDES = {
     "freeze_encoder_epochs": ("freeze_encoder_epochs", int, "keep the encoder frozen (lr 0) for this many epochs"),
     "num_workers": ("num_workers", int, "data augmentation worker processes (0: in the main process)"),
     "num_threads": ("num_threads", int, "torch compute threads on CPU (default: all cores)"),
-    "network_width": ("network_width", float, "multiply the network's feature widths (plain_unet, segresnet); "
-                                              "the short-budget recipe picks it from the budget"),
+    "network_width": ("network_width", float, "multiply the network's feature widths (a narrowed SuPreM backbone "
+                                              "cannot load released weights); the short-budget recipe picks it from "
+                                              "the budget"),
     "seed": ("seed", int, "random seed of sampling, augmentation and initialisation"),
     "iterations": ("iterations", int, "train exactly N iterations, schedule and epochs laid over them like a budget"),
     "optimizer": ("optimizer", str, "sgd (Nesterov) or adamw"),
