@@ -80,6 +80,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arms", nargs="+", default=["scratch", "pretrained"], choices=["scratch", "pretrained"],
                    help="which arms the finetune stage trains; parallel invocations share the runs through lock "
                         "files in <work>/locks (delete a run's lock after killing its process)")
+    p.add_argument("--patch_size", default=None,
+                   help="patch ZxYxX of every run (default: the plans'; e.g. 32x32x32 for a cheaper swin_unetr)")
     p.add_argument("--nice", type=int, default=19, help="niceness of the subprocesses")
     p.add_argument("--stages", nargs="+", default=["build", "pretrain", "finetune", "report"],
                    choices=["build", "pretrain", "finetune", "report"])
@@ -254,6 +256,8 @@ def train_cmd(args: argparse.Namespace, dataset: str, iters: int, seed: int) -> 
         cmd += ["--epochs", str(max(1, iters // args.iters_per_epoch)), "--iters_per_epoch", str(args.iters_per_epoch)]
     if args.network_width != 1.0:
         cmd += ["--network_width", str(args.network_width)]
+    if args.patch_size:
+        cmd += ["--patch_size", args.patch_size]
     if args.lr is not None:
         cmd += ["--lr", str(args.lr)]
     return cmd

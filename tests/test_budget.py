@@ -218,10 +218,11 @@ def test_short_budget_recipe_picks_width_from_its_table(monkeypatch, tmp_path):
     assert budget_recipe(SupremTrainer, {}, "auto", "cpu", plain) == {}
 
 
-def test_width_reaches_the_results_plans_and_threads_are_recorded(roots):
+def test_width_and_patch_reach_the_results_plans_and_threads_are_recorded(roots):
+    """Prediction reads the results folder's plans: they must hold the network and the patch the run trained on."""
     threads = torch.get_num_threads()
     trainer = build_trainer(4, "3d_fullres", 3, roots, overrides={"network_width": 2.0, "num_workers": 1,
-                                                                  "num_threads": 1},
+                                                                  "num_threads": 1, "patch_size": [16, 16, 16]},
                             device="cpu", echo=False)
     try:
         trainer.initialize()
@@ -232,6 +233,7 @@ def test_width_reaches_the_results_plans_and_threads_are_recorded(roots):
     assert widths == [8, 16, 32]
     results_plans = json.loads((trainer.fold_dir.parent / "plans.json").read_text())
     assert results_plans["configurations"]["3d_fullres"]["architecture"]["kwargs"]["features_per_stage"] == widths
+    assert results_plans["configurations"]["3d_fullres"]["patch_size"] == [16, 16, 16]
     assert trainer.hyperparameters()["compute_threads"] == 1 and trainer.hyperparameters()["num_workers"] == 1
 
 

@@ -105,10 +105,11 @@ class BaseTrainer:
         return scale_width(arch, self.config.network_width)
 
     def effective_plans(self) -> Dict[str, Any]:
-        """The plans with this trainer's architecture, as copied to the results folder for inference."""
+        """The plans with this trainer's architecture and patch, as copied to the results folder for inference."""
         plans = dict(self.plans)
         configs = dict(plans["configurations"])
-        configs[self.configuration] = dict(self.plans_config, architecture=self.architecture)
+        configs[self.configuration] = dict(self.plans_config, architecture=self.architecture,
+                                           patch_size=list(self.patch_size))
         plans["configurations"] = configs
         return plans
 
