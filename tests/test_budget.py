@@ -14,7 +14,7 @@ import torch
 from training_data import DATASET, make_training_roots, read_metrics, tiny_plans
 
 from suprem_auto.cli.train import main as train_main
-from suprem_auto.training.budget import BudgetPlan, lr_at, parse_duration
+from suprem_auto.training.budget import BudgetClock, BudgetPlan, lr_at, parse_duration
 from suprem_auto.training.precision import choose_precision, native_cpu_bf16
 from suprem_auto.training.run import build_trainer, train_fold
 from suprem_auto.training.trainers import SupremTrainer
@@ -62,6 +62,26 @@ def test_schedule_over_planned_iterations():
                       warmup_iterations=0, schedule="poly", lr=0.01)
     assert lr_at(poly, 25) == pytest.approx(0.01 * 0.5 ** 0.9)
     assert plan.num_epochs == 20
+
+
+def test_replan_fits_time_left_but_never_extends_a_decayed_schedule():
+    clock = BudgetClock(None, budget_s=100.0, iterations=None)
+    plan = clock.make_plan(lr=1e-2, schedule="warmup_cosine", poly_exponent=0.9, warmup_fraction=0.05,
+                           max_val_iters=1, sec_per_iteration=1.0, val_sec_per_iteration=0.0,
+                           final_validation_s=10.0, iterations_done=0)
+    assert 85 <= plan.planned_iterations <= 90
+    clock._start -= 20  # 20 s went by at half the planned speed: the plan shrinks
+    assert clock.replan(10, measured_sec_per_iteration=2.0).planned_iterations < 85
+    late = BudgetClock(None, budget_s=100.0, iterations=None)
+    plan = late.make_plan(lr=1e-2, schedule="warmup_cosine", poly_exponent=0.9, warmup_fraction=0.05,
+                          max_val_iters=1, sec_per_iteration=1.0, val_sec_per_iteration=0.0,
+                          final_validation_s=10.0, iterations_done=0)
+    planned = plan.planned_iterations
+    # at 98 % of the schedule the lr is ~0; faster iterations than planned leave time, but the plan is not stretched
+    assert lr_at(plan, planned - 2) < 1e-2 * 0.01
+    assert late.replan(planned - 2, measured_sec_per_iteration=0.01).planned_iterations == planned
+    # earlier in the schedule the same time left is used
+    assert late.replan(planned // 2, measured_sec_per_iteration=0.01).planned_iterations > planned
 
 
 def test_bf16_only_where_the_cpu_has_it_natively():

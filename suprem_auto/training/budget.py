@@ -25,6 +25,8 @@ MAX_ITERS_PER_EPOCH = 250
 MIN_EPOCH_S = 20.0
 #: validation iterations per training iteration (nnU-Net: 50 / 250)
 VAL_ITER_RATIO = 0.2
+#: a re-plan does not add iterations once the learning rate is below this share of its peak (they would learn nothing)
+EXTEND_MIN_LR_FRACTION = 0.01
 #: iterations timed before the first plan of a wall-time budget
 PROBE_ITERATIONS = 3
 
@@ -212,7 +214,10 @@ class BudgetClock:
         old = plan.sec_per_iteration or measured_sec_per_iteration
         plan.sec_per_iteration = 0.5 * old + 0.5 * measured_sec_per_iteration
         left = plan.budget_s - plan.elapsed_s - plan.final_validation_s
-        plan.planned_iterations = max(iteration, iteration + int(left / max(plan.sec_per_iteration, 1e-6)))
+        refit = max(iteration, iteration + int(left / max(plan.sec_per_iteration, 1e-6)))
+        if refit > plan.planned_iterations and lr_at(plan, iteration) < EXTEND_MIN_LR_FRACTION * plan.lr:
+            return plan  # the schedule has decayed: more iterations would train at lr ~0; end early instead
+        plan.planned_iterations = refit
         return plan
 
     def must_stop(self, iteration: int, check_time: bool = True) -> bool:
