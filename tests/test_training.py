@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Dict
 
@@ -133,6 +134,56 @@ def test_worker_error_shows_the_workers_own_traceback(roots):
     message = str(info.value)
     assert "boom: broken augmentation in worker" in message
     assert "Traceback" in message and "in __call__" in message  # the worker's own frames
+
+
+def _children(pid: int) -> list:
+    """Live (not zombie) processes whose parent is ``pid``, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process table from /proc")
+def test_killed_trainer_leaves_no_data_workers_behind(roots, tmp_path):
+    """SIGKILL (a cluster's time limit, an OOM kill) runs no clean-up: the augmentation workers must still exit."""
+    import subprocess
+    import sys
+    import time
+
+    flags = ["--raw", str(roots.raw), "--preprocessed", str(roots.preprocessed), "--results", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "-m", "suprem_auto.cli.train", "4", "3d_fullres", "0", "--epochs", "500",
+                             *FAST, *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        workers: list = []
+        while not workers and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            workers = _children(proc.pid)
+        assert workers, "the trainer started no data worker"
+        time.sleep(2)  # let the workers fill the queue
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = [w for w in workers if _alive(w)]
+    for w in left:
+        os.kill(w, 9)
+    assert not left, f"data workers {left} kept running after their trainer was killed"
 
 
 def test_trainer_name_suffix_and_cli_override(roots):

@@ -34,13 +34,17 @@ def _seed_everything(seed: int) -> None:
 
 
 def _worker_loop(sampler: PatchSampler, transform: Callable[..., Batch], seed: int, out: "mp.Queue",
-                 stop: "mp.synchronize.Event", worker_id: int) -> None:
+                 stop: "mp.synchronize.Event", worker_id: int, parent_pid: int) -> None:
+    def running() -> bool:
+        # a trainer killed by a signal never sets ``stop``: its workers notice that they were re-parented
+        return not stop.is_set() and os.getppid() == parent_pid
+
     try:
         sampler.reseed(seed)
         _seed_everything(seed)
-        while not stop.is_set():
+        while running():
             batch = transform(**sampler.sample_batch())
-            while not stop.is_set():
+            while running():
                 try:
                     out.put(("batch", worker_id, batch), timeout=0.5)
                     break
@@ -48,6 +52,9 @@ def _worker_loop(sampler: PatchSampler, transform: Callable[..., Batch], seed: i
                     continue
     except BaseException:  # report everything, including KeyboardInterrupt, to the parent
         out.put(("error", worker_id, traceback.format_exc()))
+        return
+    # Batches still buffered for a reader that is gone (or no longer reads) must not keep this process from exiting.
+    out.cancel_join_thread()
 
 
 class BatchStream:
@@ -74,7 +81,8 @@ class BatchStream:
         self._stop = ctx.Event()
         for i in range(self.num_workers):
             p = ctx.Process(target=_worker_loop, daemon=True, name=f"suprem-data-{i}",
-                            args=(self.sampler, self.transform, self.seed + 7919 * i, self._queue, self._stop, i))
+                            args=(self.sampler, self.transform, self.seed + 7919 * i, self._queue, self._stop, i,
+                                  os.getpid()))
             p.start()
             self._processes.append(p)
 
