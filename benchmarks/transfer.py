@@ -81,7 +81,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="which arms the finetune stage trains; parallel invocations share the runs through lock "
                         "files in <work>/locks (delete a run's lock after killing its process)")
     p.add_argument("--patch_size", default=None,
-                   help="patch ZxYxX of every run (default: the plans'; e.g. 32x32x32 for a cheaper swin_unetr)")
+                   help="patch ZxYxX of every run (default: the plans'; e.g. 32x64x32 for a cheaper swin_unetr)")
     p.add_argument("--nice", type=int, default=19, help="niceness of the subprocesses")
     p.add_argument("--stages", nargs="+", default=["build", "pretrain", "finetune", "report"],
                    choices=["build", "pretrain", "finetune", "report"])

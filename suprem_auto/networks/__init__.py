@@ -1,6 +1,8 @@
 """Network construction from a plans ``architecture`` entry: ``build_network(architecture, in_ch, out_ch, ds)``."""
 from __future__ import annotations
 
+import inspect
+
 from torch import nn
 
 from suprem_auto.networks.groups import parameter_groups
@@ -43,25 +45,29 @@ def build_network(architecture: dict, num_input_channels: int, num_outputs: int,
     if unknown:
         raise ValueError(f"architecture {name!r} does not take kwargs {unknown}")
     if name == "plain_unet":
-        net: nn.Module = PlainConvUNet(num_input_channels, num_outputs, deep_supervision=deep_supervision, **kwargs)
-    elif name == "suprem_unet":
-        net = UNet3D(num_input_channels, num_outputs, **kwargs)
-    elif name == "segresnet":
-        from suprem_auto.networks.segresnet import SuPreMSegResNet
-
-        net = SuPreMSegResNet(num_input_channels, num_outputs, **kwargs)
-    else:
-        from suprem_auto.networks.swin_unetr import SuPreMSwinUNETR
-
-        net = SuPreMSwinUNETR(num_input_channels, num_outputs, **kwargs)
+        kwargs["deep_supervision"] = deep_supervision
+    net: nn.Module = network_class(name)(num_input_channels, num_outputs, **kwargs)
     net.architecture_name = name
     return net
 
 
-# The width kwarg of each architecture: (name, value at the released/planned width, values must be a multiple of).
-# SegResNet's GroupNorm has 8 groups; MONAI's Swin UNETR needs feature_size divisible by 12.
-WIDTH_KWARGS = {"plain_unet": ("features_per_stage", None, 1), "segresnet": ("init_filters", 16, 8),
-                "suprem_unet": ("base_width", 32, 4), "swin_unetr": ("feature_size", 48, 12)}
+def network_class(name: str) -> type:
+    """The module class of an architecture name (MONAI-based ones imported on first use)."""
+    if name == "plain_unet":
+        return PlainConvUNet
+    if name == "suprem_unet":
+        return UNet3D
+    if name == "segresnet":
+        return __getattr__("SuPreMSegResNet")
+    if name == "swin_unetr":
+        return __getattr__("SuPreMSwinUNETR")
+    raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+
+
+# The width kwarg of each architecture and the multiple its values must be (SegResNet's GroupNorm has 8 groups;
+# MONAI's Swin UNETR needs feature_size divisible by 12). Unset kwargs scale the constructor's default.
+WIDTH_KWARGS = {"plain_unet": ("features_per_stage", 1), "segresnet": ("init_filters", 8),
+                "suprem_unet": ("base_width", 4), "swin_unetr": ("feature_size", 12)}
 
 
 def _scaled(value: int, factor: float, multiple: int) -> int:
@@ -84,15 +90,14 @@ def scale_width(architecture: dict, factor: float) -> dict:
     name, kwargs = architecture.get("name"), dict(architecture.get("kwargs") or {})
     if name not in WIDTH_KWARGS:
         raise ValueError(f"--network_width {factor:g}: unknown architecture {name!r}")
-    key, default, multiple = WIDTH_KWARGS[name]
-    if name == "plain_unet":
-        if "features_per_stage" not in kwargs:
-            raise ValueError(f"--network_width {factor:g}: plain_unet needs features_per_stage in its kwargs")
-        kwargs[key] = [_scaled(f, factor, multiple) for f in kwargs[key]]
-    else:
-        kwargs[key] = _scaled(kwargs.get(key, default), factor, multiple)
+    key, multiple = WIDTH_KWARGS[name]
+    value = kwargs.get(key, inspect.signature(network_class(name)).parameters[key].default)
+    if value is inspect.Parameter.empty:
+        raise ValueError(f"--network_width {factor:g}: {name} needs {key} in its kwargs")
+    kwargs[key] = ([_scaled(v, factor, multiple) for v in value] if isinstance(value, (list, tuple))
+                   else _scaled(value, factor, multiple))
     return {**architecture, "kwargs": kwargs}
 
 
-__all__ = ["ARCHITECTURES", "build_network", "scale_width", "conv_feature_map_voxels", "parameter_groups", "PlainConvUNet",
-           "UNet3D", "SuPreMSegResNet", "SuPreMSwinUNETR"]
+__all__ = ["ARCHITECTURES", "build_network", "network_class", "scale_width", "conv_feature_map_voxels",
+           "parameter_groups", "PlainConvUNet", "UNet3D", "SuPreMSegResNet", "SuPreMSwinUNETR"]
