@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import pretrained_fixtures as fx
-from suprem_auto.networks import build_network, conv_feature_map_voxels, parameter_groups
+from suprem_auto.networks import build_network, parameter_groups
 from suprem_auto.networks.suprem_unet import ContBatchNorm3d
 from suprem_auto.networks.swin_unetr import PatchMergingV090
 from suprem_auto.networks.universal_head import UniversalModel
@@ -104,18 +104,6 @@ def test_plain_unet_2d_parameter_count():
     assert _count(net) == expected
     assert net(torch.randn(2, 1, 16, 16)).shape == (2, 3, 16, 16)
     assert isinstance(net.encoder.stages[0][0].norm, nn.InstanceNorm2d) and net.encoder.stages[0][0].norm.affine
-
-
-def test_conv_feature_map_voxels_matches_forward():
-    net = _build("plain_unet", 3, **PLAIN)
-    total = []
-    hooks = [m.register_forward_hook(lambda m, i, o: total.append(o[0].numel()))
-             for name, m in net.named_modules()
-             if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) and "seg_layers" not in name]
-    net(torch.randn(1, 1, 8, 32, 32))
-    for h in hooks:
-        h.remove()
-    assert conv_feature_map_voxels({"name": "plain_unet", "kwargs": PLAIN}, [8, 32, 32]) == sum(total)
 
 
 @pytest.mark.parametrize("name, kwargs, head, first", [

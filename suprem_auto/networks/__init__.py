@@ -6,7 +6,7 @@ import inspect
 from torch import nn
 
 from suprem_auto.networks.groups import parameter_groups
-from suprem_auto.networks.plain_unet import PlainConvUNet, conv_feature_map_voxels
+from suprem_auto.networks.plain_unet import PlainConvUNet
 from suprem_auto.networks.suprem_unet import UNet3D
 
 # SegResNet and Swin UNETR come from MONAI, whose import costs seconds: they are imported when first used.
@@ -99,5 +99,5 @@ def scale_width(architecture: dict, factor: float) -> dict:
     return {**architecture, "kwargs": kwargs}
 
 
-__all__ = ["ARCHITECTURES", "build_network", "network_class", "scale_width", "conv_feature_map_voxels",
+__all__ = ["ARCHITECTURES", "build_network", "network_class", "scale_width",
            "parameter_groups", "PlainConvUNet", "UNet3D", "SuPreMSegResNet", "SuPreMSwinUNETR"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -132,25 +131,3 @@ class PlainConvUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         return self.decoder(self.encoder(x))
-
-
-def conv_feature_map_voxels(architecture: dict, patch_size: Sequence[int]) -> int:
-    """Channels x voxels summed over every conv and transposed-conv output of a ``plain_unet`` for one sample
-    (segmentation layers excluded): the planner's activation-memory proxy."""
-    name, kw = architecture["name"], architecture.get("kwargs", {})
-    if name != "plain_unet":
-        raise ValueError(f"conv_feature_map_voxels: only plain_unet is planned this way, not {name!r}")
-    n = int(kw["n_stages"])
-    features = _as_list(kw["features_per_stage"], n)
-    n_conv = _as_list(kw["n_conv_per_stage"], n)
-    n_dec = _as_list(kw["n_conv_per_stage_decoder"], n - 1)
-    size = np.asarray(patch_size, dtype=np.int64)
-    voxels = []
-    for s in range(n):
-        size = size // np.asarray(kw["strides"][s], dtype=np.int64)
-        voxels.append(int(np.prod(size)))
-    total = sum(features[s] * voxels[s] * n_conv[s] for s in range(n))
-    for d in range(n - 1):  # transposed conv + decoder convs, all at the skip's resolution and width
-        s = n - 2 - d
-        total += features[s] * voxels[s] * (1 + n_dec[d])
-    return int(total)

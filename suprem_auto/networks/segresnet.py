@@ -9,7 +9,6 @@ from monai.networks.nets import SegResNet
 class SuPreMSegResNet(SegResNet):
     """SegResNet with SuPreM's configuration; ``deep_supervision`` is accepted and ignored. Input divisible by 8."""
 
-    divisor = 8
 
     def __init__(self, num_input_channels: int, num_outputs: int, init_filters: int = 16,
                  blocks_down: Sequence[int] = (1, 2, 2, 4), blocks_up: Sequence[int] = (1, 1, 1),

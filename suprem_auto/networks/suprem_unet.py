@@ -87,7 +87,6 @@ class UNet3D(nn.Module):
     ``deep_supervision`` is accepted for interface compatibility and ignored (single output).
     """
 
-    divisor = 8
 
     def __init__(self, num_input_channels: int = 1, num_outputs: int | None = 1, base_width: int = 32) -> None:
         super().__init__()

@@ -29,7 +29,6 @@ class PatchMergingV090(PatchMergingV2):
 class SuPreMSwinUNETR(SwinUNETR):
     """SwinUNETR (feature_size 48 by default) with v0.9.0 patch merging; input sizes must be divisible by 32."""
 
-    divisor = 32
 
     def __init__(self, num_input_channels: int, num_outputs: int | None, feature_size: int = 48,
                  depths: tuple[int, ...] = (2, 2, 2, 2), num_heads: tuple[int, ...] = (3, 6, 12, 24),
