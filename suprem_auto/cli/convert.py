@@ -19,7 +19,9 @@ def _add_dataset_output(parser: argparse.ArgumentParser) -> None:
                              "SUPREM_RAW, nnUNet_raw or ~/suprem_data/raw)")
     parser.add_argument("-np", "--num_processes", type=int, default=1,
                         help="worker processes for converting and verifying (default: 1)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing target dataset folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier conversion in the target dataset folder (a folder that holds the "
+                             "input or files no converter writes is refused, never deleted)")
     parser.add_argument("--no_verify", action="store_true", help="skip the integrity check of the result")
     add_root_arguments(parser)
 
@@ -60,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "as NIfTI.")
     dicom.add_argument("-i", "--input", required=True, help="folder holding the DICOM files of the series")
     dicom.add_argument("-o", "--output", required=True, help="output file (.nii.gz or .nii)")
-    dicom.add_argument("--series_id", default=None, help="series instance UID when the folder holds several series")
+    dicom.add_argument("--series_id", default=None,
+                       help="SeriesInstanceUID to read when the folder holds several series (without it such a folder "
+                            "is refused and its series are listed; '' picks the series whose files carry no UID)")
     return parser
 
 

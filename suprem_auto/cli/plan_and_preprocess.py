@@ -97,9 +97,10 @@ def _run(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
     from suprem_auto.dataset import DatasetError
     from suprem_auto.imageio import ImageReadError
     from suprem_auto.planning import PlansError
+    from suprem_auto.utils.output_rules import OutputRuleError
 
     args = parser.parse_args(argv)
-    errors: List[type] = [DatasetError, ImageReadError, PlansError, FileNotFoundError]
+    errors: List[type] = [DatasetError, ImageReadError, PlansError, FileNotFoundError, OutputRuleError]
     try:
         from suprem_auto.dataset.integrity import DatasetIntegrityError
         errors.append(DatasetIntegrityError)

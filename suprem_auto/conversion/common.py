@@ -4,16 +4,19 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
 import SimpleITK as sitk
 
-from suprem_auto.utils.atomic import atomic_path, atomic_write_json
+from suprem_auto.utils.atomic import TEMP_FILE_PATTERN, atomic_path, atomic_write_json
+from suprem_auto.utils.output_rules import OutputRuleError, check_deletable
 
 PathLike = Union[str, Path]
 FILE_ENDING = ".nii.gz"
 _DATASET_DIR = re.compile(r"^Dataset(\d{3})_(.+)$")
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+#: what a converter writes into a dataset folder: the only entries ``--overwrite`` may delete
+CONVERTER_ENTRIES = ("dataset.json", "imagesTr", "labelsTr", "imagesTs", "labelsTs", "conversion_report.json")
 
 
 class ConversionError(ValueError):
@@ -29,8 +32,12 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
-def prepare_dataset_folder(raw_root: PathLike, dataset_id: int, name: str, overwrite: bool = False) -> Path:
-    """Create ``raw_root/DatasetXXX_Name``; refuse an existing dataset or another dataset with the same id."""
+def prepare_dataset_folder(raw_root: PathLike, dataset_id: int, name: str, overwrite: bool = False,
+                           inputs: Iterable[PathLike] = ()) -> Path:
+    """Create ``raw_root/DatasetXXX_Name``; refuse an existing dataset or another dataset with the same id.
+
+    ``overwrite`` replaces an earlier conversion, but never a folder that holds one of ``inputs`` or entries no
+    converter writes (see ``suprem_auto.utils.output_rules``)."""
     raw_root = Path(raw_root)
     folder = raw_root / dataset_folder_name(dataset_id, name)
     if raw_root.is_dir():
@@ -42,6 +49,11 @@ def prepare_dataset_folder(raw_root: PathLike, dataset_id: int, name: str, overw
         if not overwrite:
             raise ConversionError(f"{folder}: target dataset folder already exists and is not empty "
                                   "(use --overwrite to replace it)")
+        temp_files = [p.name for p in folder.iterdir() if TEMP_FILE_PATTERN.match(p.name)]
+        try:
+            check_deletable(folder, list(inputs), (*CONVERTER_ENTRIES, *temp_files), "target dataset folder")
+        except OutputRuleError as exc:
+            raise ConversionError(str(exc)) from None
         shutil.rmtree(folder)
     (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
     (folder / "labelsTr").mkdir(parents=True, exist_ok=True)

@@ -140,7 +140,8 @@ def convert_msd_task(task_folder: PathLike, raw_root: PathLike, dataset_id: int,
         jobs_source.append((image, label, "Tr"))
     jobs_source += [(image, None, "Ts") for image in msd_case_files(task_folder / "imagesTs")]
 
-    folder = prepare_dataset_folder(raw_root, dataset_id, name or default_name(task_folder, msd_json), overwrite)
+    folder = prepare_dataset_folder(raw_root, dataset_id, name or default_name(task_folder, msd_json), overwrite,
+                                    inputs=[task_folder])
     if any(split == "Ts" for _, _, split in jobs_source):
         (folder / "imagesTs").mkdir(exist_ok=True)
     jobs = [(image, label, folder, split, len(channel_names)) for image, label, split in jobs_source]

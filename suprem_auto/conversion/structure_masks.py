@@ -221,7 +221,7 @@ def convert_structure_masks(cases_folder: PathLike, raw_root: PathLike, dataset_
         table = label_table_from(found)
     else:
         table = label_table_from(label_table)
-    folder = prepare_dataset_folder(raw_root, dataset_id, name, overwrite)
+    folder = prepare_dataset_folder(raw_root, dataset_id, name, overwrite, inputs=[cases_folder])
     report = MaskConversionReport(folder, table, skipped_folders=skipped)
     jobs = [(case_id, case_folder, image_name, table, folder) for case_id, case_folder in cases.items()]
     desc = f"converting {cases_folder.name}"

@@ -26,7 +26,8 @@ def make_subset(source_folder: PathLike, raw_root: PathLike, dataset_id: int, na
         raise ConversionError(f"{source.folder}: unknown case ids {unknown}")
     if not chosen or (case_ids is None and len(chosen) < num_cases):
         raise ConversionError(f"{source.folder}: has {len(source.cases)} cases, {num_cases} requested")
-    folder = prepare_dataset_folder(raw_root, dataset_id, name, overwrite)
+    folder = prepare_dataset_folder(raw_root, dataset_id, name, overwrite,
+                                    inputs=[source.folder, *(p for c in source.cases.values() for p in c.images)])
     for case_id in tqdm(chosen, desc=f"copying {source.name}", unit="case"):
         case = source.cases[case_id]
         for channel, image in enumerate(case.images):

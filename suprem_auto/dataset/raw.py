@@ -101,6 +101,21 @@ def validate_dataset_json(data: Any, path: PathLike) -> Dict[str, Any]:
     return data
 
 
+def check_case_id(case_id: Any, source: PathLike) -> str:
+    """A case id names files in every output folder, so it must be a plain file name: not empty, no path
+    separator, not ``.`` or ``..``, not absolute, no NUL. Otherwise a ``DatasetError`` names ``source`` and the id."""
+    text = case_id if isinstance(case_id, str) else ""
+    problem = ("is not a non-empty string" if not text else
+               "contains a NUL character" if "\0" in text else
+               "is an absolute path" if Path(text).is_absolute() or text.startswith("\\") else
+               "contains a path separator" if "/" in text or "\\" in text else
+               "is '.' or '..'" if text in (".", "..") else "")
+    if problem:
+        raise DatasetError(f"{source}: case id {case_id!r} {problem}; a case id must be a plain file name "
+                           "(no '/', '\\', '..' or NUL)")
+    return text
+
+
 def _expand(folder: Path, p: str) -> Path:
     path = Path(os.path.expandvars(p)).expanduser()
     return path if path.is_absolute() else folder / path
@@ -109,9 +124,15 @@ def _expand(folder: Path, p: str) -> Path:
 def list_cases(folder: Path, dataset_json: Dict[str, Any], split: str = "Tr") -> Dict[str, Case]:
     """List the cases of ``imagesTr`` (``split='Tr'``) or ``imagesTs`` with their channel and label files."""
     n_channels = len(dataset_json["channel_names"])
+    json_path = folder / "dataset.json"
     if split == "Tr" and "dataset" in dataset_json:
+        if not isinstance(dataset_json["dataset"], dict):
+            raise DatasetError(f"{json_path}: field 'dataset' must be an object {{case: {{images, label}}}}")
         cases = {}
         for case_id, entry in dataset_json["dataset"].items():
+            check_case_id(case_id, json_path)
+            if not isinstance(entry, dict) or not isinstance(entry.get("images"), list):
+                raise DatasetError(f"{json_path}: dataset entry {case_id!r} needs an 'images' list")
             cases[case_id] = Case(case_id, [_expand(folder, p) for p in entry["images"]],
                                   _expand(folder, entry["label"]) if entry.get("label") else None)
         return dict(sorted(cases.items()))
@@ -123,6 +144,7 @@ def list_cases(folder: Path, dataset_json: Dict[str, Any], split: str = "Tr") ->
     ids = sorted({m.group(1) for f in images_dir.iterdir() if (m := pattern.match(f.name))})
     cases = {}
     for case_id in ids:
+        check_case_id(case_id, images_dir / f"{case_id}_0000{ending}")
         images = [images_dir / f"{case_id}_{c:04d}{ending}" for c in range(n_channels)]
         label = folder / f"labels{split}" / f"{case_id}{ending}" if split == "Tr" else None
         cases[case_id] = Case(case_id, images, label)

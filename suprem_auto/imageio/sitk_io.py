@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import SimpleITK as sitk
 
+from suprem_auto.imageio.dicom import DicomSeriesError, read_dicom_series
+from suprem_auto.imageio.nifti_scan import scan_nifti
 from suprem_auto.utils.atomic import atomic_path
 
 PathLike = Union[str, Path]
@@ -62,25 +64,29 @@ def _check_uncompressed_complete(path: Path, image: sitk.Image) -> None:
         raise ImageReadError(f"{path}: truncated file ({path.stat().st_size} bytes, {needed} expected)")
 
 
-def _read_sitk(path: PathLike) -> sitk.Image:
+def _read_sitk(path: PathLike) -> Tuple[sitk.Image, int]:
+    """The image and the number of NaN/Inf voxels a NIfTI file holds (ITK reads those as 0)."""
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path}: file does not exist")
     try:
         if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            series = reader.GetGDCMSeriesIDs(str(path))
-            if not series:
-                raise ImageReadError(f"{path}: folder holds no DICOM series")
-            files = reader.GetGDCMSeriesFileNames(str(path), series[0])
-            reader.SetFileNames(files)
-            return reader.Execute()
-        if path.name.lower().endswith(".gz"):
+            try:  # one series only, evenly spaced slices: the checks suprem_convert dicom makes
+                return read_dicom_series(path), 0
+            except DicomSeriesError as exc:
+                raise ImageReadError(str(exc)) from None
+        nonfinite = 0
+        if path.name.lower().endswith(".nii.gz"):
+            problem, nonfinite = scan_nifti(path)
+            if problem:
+                raise ImageReadError(f"{path}: unreadable or truncated image ({problem})")
+        elif path.name.lower().endswith(".gz"):
             _check_gzip_complete(path)
         image = sitk.ReadImage(str(path))
         if path.name.lower().endswith(".nii"):
             _check_uncompressed_complete(path, image)
-        return image
+            nonfinite = scan_nifti(path)[1]
+        return image, nonfinite
     except ImageReadError:
         raise
     except Exception as exc:  # SimpleITK raises RuntimeError with a long ITK trace
@@ -111,9 +117,13 @@ def _to_array(image: sitk.Image) -> np.ndarray:
     return array
 
 
-def read_image_file(path: PathLike, reorient_to_ras: bool = False) -> Tuple[np.ndarray, Dict[str, Any]]:
-    """Read one 3D file (or DICOM folder) into a ``(z, y, x)`` array and its properties."""
-    image = _read_sitk(path)
+def read_image_file(path: PathLike, reorient_to_ras: bool = False,
+                    refuse_nonfinite: bool = False) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """Read one 3D file (or DICOM folder) into a ``(z, y, x)`` array and its properties.
+
+    ``refuse_nonfinite``: NaN/Inf voxels (also those ITK silently reads as 0 from NIfTI) raise ``ImageReadError``.
+    """
+    image, nonfinite = _read_sitk(path)
     if image.GetDimension() != 3:
         raise ImageReadError(f"{path}: expected a 3D image, got {image.GetDimension()}D of size {image.GetSize()}")
     props: Dict[str, Any] = {"original_geometry": geometry_of(image), "original_orientation": orientation_code(image),
@@ -125,6 +135,12 @@ def read_image_file(path: PathLike, reorient_to_ras: bool = False) -> Tuple[np.n
         array = _to_array(image)
     except ImageReadError as exc:
         raise ImageReadError(f"{path}: {exc}") from None
+    if refuse_nonfinite:
+        if np.issubdtype(array.dtype, np.floating):
+            nonfinite = max(nonfinite, int(np.count_nonzero(~np.isfinite(array))))
+        if nonfinite:
+            raise ImageReadError(f"{path}: {nonfinite} NaN/Inf voxel(s) of {array.size}; images must hold finite "
+                                 "values (fix or replace them before planning or predicting)")
     props["spacing"] = [float(s) for s in image.GetSpacing()[::-1]]
     props["geometry"] = geometry_of(image)
     return array, props
@@ -147,12 +163,13 @@ def geometry_mismatch(a: Dict[str, Any], b: Dict[str, Any], tol: float = GEOMETR
 def read_images(paths: Sequence[PathLike], reorient_to_ras: bool = False) -> Tuple[np.ndarray, Dict[str, Any]]:
     """Read the channels of one case into a float32 ``(c, z, y, x)`` array.
 
-    All channels must share the first channel's geometry (within tolerance).
+    All channels must share the first channel's geometry (within tolerance); NaN/Inf voxels are refused (the
+    integrity check refuses them at planning, this refuses them wherever images are read, prediction included).
     """
     arrays: List[np.ndarray] = []
     props: Dict[str, Any] = {}
     for i, path in enumerate(paths):
-        array, p = read_image_file(path, reorient_to_ras)
+        array, p = read_image_file(path, reorient_to_ras, refuse_nonfinite=True)
         if i == 0:
             props = p
         else:

@@ -13,6 +13,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 import SimpleITK as sitk
 
 from suprem_auto.imageio.sitk_io import SUPPORTED_ENDINGS
+from suprem_auto.utils.output_rules import check_not_an_input
 
 PathLike = Union[str, Path]
 CaseInputs = Union[PathLike, Sequence[Sequence[PathLike]], Mapping[str, Sequence[PathLike]]]
@@ -127,3 +128,18 @@ def find_input_cases(inputs: CaseInputs, num_channels: int) -> List[InputCase]:
         if case.error is None and len(case.files) != num_channels:
             case.error = f"case {case.case_id}: {len(case.files)} file(s) given, the model takes {num_channels} channel(s)"
     return sorted(cases, key=lambda c: c.case_id)
+
+
+def output_paths(case_id: str, output_folder: PathLike, file_ending: str, save_probabilities: bool) -> List[Path]:
+    """What predicting a case writes: ``<output>/<case><file_ending>`` and, with probabilities, ``<case>.npz``."""
+    folder = Path(output_folder)
+    return [folder / f"{case_id}{file_ending}"] + ([folder / f"{case_id}.npz"] if save_probabilities else [])
+
+
+def check_outputs_spare_inputs(cases: Sequence[InputCase], output_folder: PathLike, file_ending: str,
+                               save_probabilities: bool = False) -> None:
+    """Refuse (``OutputRuleError`` naming the input) when any case's output would land on any case's input file,
+    e.g. ``-i scan.nii.gz -o .`` for a file without the ``_0000`` suffix. Call it before writing anything."""
+    inputs = [f for case in cases for f in case.files if Path(f).is_file()]
+    outputs = [p for case in cases for p in output_paths(case.case_id, output_folder, file_ending, save_probabilities)]
+    check_not_an_input(outputs, inputs, "a prediction")

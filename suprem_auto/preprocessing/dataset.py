@@ -13,6 +13,7 @@ from tqdm import tqdm
 from suprem_auto.preprocessing.case import preprocess_files, sample_foreground_locations
 from suprem_auto.preprocessing.storage import case_files, case_is_complete, save_preprocessed_case
 from suprem_auto.utils.atomic import atomic_write, atomic_write_json, load_json
+from suprem_auto.utils.output_rules import check_inside_root, check_not_an_input
 
 
 def _process_one(job: Tuple[str, List[str], Optional[str], Dict[str, Any], str, str, Any]) -> str:
@@ -48,7 +49,8 @@ def copy_ground_truth(ds: Any, output_folder: Path, clean: bool = False) -> Path
     for case_id, case in ds.cases.items():
         if case.label is None:
             continue
-        target = gt / f"{case_id}{ds.file_ending}"
+        target = check_inside_root(gt / f"{case_id}{ds.file_ending}", gt, f"ground truth of case {case_id!r}")
+        check_not_an_input([target], [case.label, *case.images])
         if clean or not target.is_file():
             atomic_write(target, lambda tmp, src=case.label: shutil.copyfile(src, tmp))
     return gt
@@ -62,6 +64,10 @@ def preprocess_dataset(ds: Any, plans: Dict[str, Any], configuration: str, outpu
     """
     data_identifier = plans["configurations"][configuration]["data_identifier"]
     out_folder = Path(output_folder) / data_identifier
+    for case_id, case in ds.cases.items():
+        for path in case_files(out_folder, case_id).values():  # the same rule for writing and for --clean
+            check_inside_root(path, out_folder, f"preprocessed file of case {case_id!r}")
+            check_not_an_input([path], [p for p in (case.label, *case.images) if p is not None])
     out_folder.mkdir(parents=True, exist_ok=True)
     clean = _record_configuration(out_folder, plans, configuration) or clean
     copy_ground_truth(ds, output_folder, clean)

@@ -50,14 +50,42 @@ def read_checkpoint(path: PathLike) -> Any:
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        detail = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
-        raise UnsafeCheckpointError(
-            f"{path}: refused: loading it needs pickled code, which is never run for checkpoints"
-            f"{' (' + detail + ')' if detail else ''}; re-save it as a plain state dict or safetensors") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint (truncated or corrupt?): "
-                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt or unsafe files
+        raise checkpoint_load_error(path, e) from None
+
+
+_TORCH_ADVICE = ("weights_only", "add_safe_globals", "safe_globals(", "allowlist", "trust")
+
+
+def _unsafe_detail(text: str) -> str:
+    """What torch's weights-only unpickler refused ("GLOBAL __main__.Evil", "Unsupported operand 80"), without
+    torch's advice on how to load the file anyway."""
+    for line in text.splitlines():
+        if "Unsupported" in line or "GLOBAL" in line:
+            detail = line.strip()
+            detail = detail.split("WeightsUnpickler error:", 1)[-1].strip()
+            detail = detail.split(" was not an allowed global", 1)[0]
+            return detail.split(". Please", 1)[0].rstrip(".").strip()
+    return ""
+
+
+def checkpoint_load_error(path: PathLike, exc: BaseException) -> CheckpointError:
+    """The one-line error for a checkpoint ``torch.load(weights_only=True)`` could not read.
+
+    A file that needs pickled code or types outside the allow-list becomes ``UnsafeCheckpointError`` naming what was
+    refused; torch's advice to re-run with ``weights_only=False`` or to allow-list the global is dropped, since it
+    would turn the protection off. Anything else (truncated, corrupt) becomes ``CheckpointError`` with torch's
+    first line, never cut short."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+        detail = _unsafe_detail(text)
+        return UnsafeCheckpointError(
+            f"{path}: refused for safety: the file holds pickled code or types outside the allow-list of plain "
+            f"tensors, numbers, strings, lists and dicts{' (' + detail + ')' if detail else ''}; nothing in it was "
+            "run. Ask its author for a plain state dict or a .safetensors file")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip() and
+                  not any(a in ln for a in _TORCH_ADVICE)), type(exc).__name__)
+    return CheckpointError(f"{path}: cannot read checkpoint (truncated or corrupt?): {first}")
 
 
 def unwrap_state_dict(obj: Any, path: PathLike) -> tuple[dict[str, torch.Tensor], str | None]:

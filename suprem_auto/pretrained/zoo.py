@@ -1,11 +1,13 @@
 """The model zoo (data in zoo.json): find a checkpoint by name or path, compare its preprocessing with a plan."""
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Union
 
+from suprem_auto.pretrained.checkpoint_io import CheckpointError
 from suprem_auto.utils.atomic import load_json
 
 PathLike = Union[str, os.PathLike]
@@ -15,6 +17,10 @@ WEIGHTS_ENV = "SUPREM_WEIGHTS"
 
 class PretrainedNotFound(FileNotFoundError):
     """A zoo checkpoint (or path) that is not on disk; the message says which file to get and where to put it."""
+
+
+class ChecksumMismatch(CheckpointError):
+    """A zoo file whose SHA-256 differs from the sum in zoo.json (a damaged download or another file)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class ZooEntry:
     download_url: str
     loadable: bool
     notes: str = ""
+    sha256: str | None = None  # hex digest of the published file; checked when the file is loaded by zoo name
 
 
 def load_zoo(path: PathLike | None = None) -> dict[str, ZooEntry]:
@@ -49,15 +56,37 @@ def find_entry(name_or_file: str, zoo: Mapping[str, ZooEntry] | None = None) -> 
     return next((e for e in zoo.values() if e.file_name == name_or_file), None)
 
 
+def file_sha256(path: PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_checksum(path: PathLike, entry: ZooEntry) -> None:
+    """Raise ``ChecksumMismatch`` naming the file when the entry has a ``sha256`` and the file's differs."""
+    if not entry.sha256:
+        return
+    actual = file_sha256(path)
+    if actual.lower() != entry.sha256.strip().lower():
+        raise ChecksumMismatch(f"{path}: SHA-256 {actual} differs from {entry.sha256} listed for '{entry.name}' in "
+                               f"zoo.json (damaged or different download?); get the file again from "
+                               f"{entry.download_page}")
+
+
 def resolve_pretrained(name_or_path: PathLike, weights_dir: PathLike | None = None,
-                       env: Mapping[str, str] | None = None) -> tuple[Path, ZooEntry | None]:
+                       env: Mapping[str, str] | None = None,
+                       zoo: Mapping[str, ZooEntry] | None = None) -> tuple[Path, ZooEntry | None]:
     """Return (checkpoint path, zoo entry or None).
 
     An existing file path is used directly (its zoo entry is found by file name). A zoo name is looked up in
-    ``weights_dir`` or ``$SUPREM_WEIGHTS``; if the file is not there, ``PretrainedNotFound`` names the file to get.
+    ``weights_dir`` or ``$SUPREM_WEIGHTS``; if the file is not there, ``PretrainedNotFound`` names the file to get;
+    if the entry lists a ``sha256`` and the file's differs, ``ChecksumMismatch`` names the file.
     """
     env = os.environ if env is None else env
-    zoo = load_zoo()
+    zoo = load_zoo() if zoo is None else zoo
     path = Path(name_or_path)
     if path.is_file():
         return path, find_entry(path.name, zoo)
@@ -70,6 +99,7 @@ def resolve_pretrained(name_or_path: PathLike, weights_dir: PathLike | None = No
                                  "cannot load")
     folder = weights_dir or env.get(WEIGHTS_ENV)
     if folder and (Path(folder) / entry.file_name).is_file():
+        verify_checksum(Path(folder) / entry.file_name, entry)
         return Path(folder) / entry.file_name, entry
     where = f"into {folder}" if folder else f"into a folder given by --weights-dir or ${WEIGHTS_ENV}"
     raise PretrainedNotFound(f"pretrained '{entry.name}': file {entry.file_name} not found; download it from "
