@@ -38,6 +38,8 @@ def plans(features: Sequence[int], patch: Sequence[int], batch: int) -> Dict[str
 
 
 def case_ids() -> List[str]:
+    if not (HIPPO / "imagesTr").is_dir():
+        raise SystemExit(f"{HIPPO}: not found; this benchmark needs the full shared hippocampus set (../shared/data)")
     return sorted(p.name[: -len("_0000.nii.gz")] for p in (HIPPO / "imagesTr").glob("*_0000.nii.gz"))
 
 

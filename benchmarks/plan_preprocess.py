@@ -10,7 +10,7 @@ and how the preprocessed arrays differ. nnU-Net v2 runs from its own venv, creat
 A second part (``--part storage``) measures random patch reads from .npy (memory-mapped) against blosc2 .b2nd
 (chunked like nnU-Net) on the preprocessed hippocampus and on a large CT-sized volume.
 
-Usage: python benchmarks/plan_preprocess.py --raw /work/shared/data --dataset Dataset004_Hippocampus -np 2
+Usage: python benchmarks/plan_preprocess.py --raw ../shared/data --dataset Dataset004_Hippocampus -np 2
 """
 from __future__ import annotations
 
@@ -283,7 +283,7 @@ def benchmark_resampling(raw: Path, venv: Path, work: Path) -> Dict:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--raw", type=Path, default=Path("/work/shared/data"), help="folder holding the dataset")
+    parser.add_argument("--raw", type=Path, default=REPO.parent / "shared" / "data", help="folder holding the dataset")
     parser.add_argument("--dataset", default="Dataset004_Hippocampus", help="raw dataset folder name")
     parser.add_argument("-np", "--num_processes", type=int, default=2, help="workers for both tools")
     parser.add_argument("--venv", type=Path, default=Path("/tmp/nnunet_bench/V"), help="nnU-Net v2 venv")

@@ -122,7 +122,8 @@ def nnunet_env(work: Path) -> Dict[str, str]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--raw", type=Path, default=Path("/work/shared/data"), help="folder holding the dataset")
+    parser.add_argument("--raw", type=Path, default=REPO.parent / "shared" / "data",
+                        help="folder holding the dataset")
     parser.add_argument("--dataset", default="Dataset004_Hippocampus")
     parser.add_argument("--cases", type=int, default=10, help="cases to predict")
     parser.add_argument("--plan_cases", type=int, default=20, help="cases both planners see")

@@ -46,7 +46,7 @@ CONFIG = "3d_fullres"
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--source", type=Path, default=Path("/work/shared/data/Dataset004_Hippocampus"),
+    p.add_argument("--source", type=Path, default=REPO.parent / "shared" / "data" / "Dataset004_Hippocampus",
                    help="raw nnU-Net-format Hippocampus dataset (read only)")
     p.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "transfer",
                    help="work folder (raw/preprocessed/results roots, predictions, tables)")

@@ -13,15 +13,15 @@ import SimpleITK as sitk
 from suprem_auto.cli.convert import main as convert_main
 from suprem_auto.conversion import (ConversionError, convert_dicom_series, convert_msd_task, convert_structure_masks,
                                     load_label_table, make_subset)
-from suprem_auto.dataset import load_raw_dataset
+from suprem_auto.dataset import load_raw_dataset, load_raw_dataset_folder
 from suprem_auto.dataset.integrity import verify_dataset
 from suprem_auto.utils.atomic import load_json
 
-DATA = Path("/work/shared/data")
-HIPPO = DATA / "Dataset004_Hippocampus"
-TOTSEG = DATA / "totalsegmentator_example"
-HIPPO_CASES = ["hippocampus_001", "hippocampus_003", "hippocampus_004"]
-pytestmark = pytest.mark.skipif(not HIPPO.is_dir() or not TOTSEG.is_dir(), reason="shared data not available")
+from conftest import HIPPO, HIPPO_CASES as ALL_HIPPO_CASES, TOTALSEG as TOTSEG, hippo_image, hippo_label
+from conftest import requires_totalseg
+
+HIPPO_CASES = ALL_HIPPO_CASES[:3]
+TEST_CASE = ALL_HIPPO_CASES[3]  # the MSD task's imagesTs case
 
 
 def _array(path: Path) -> np.ndarray:
@@ -43,15 +43,15 @@ def _msd_hippocampus_task(root: Path) -> Path:
         (task / sub).mkdir(parents=True)
     training = []
     for case in HIPPO_CASES:
-        shutil.copy(HIPPO / "imagesTr" / f"{case}_0000.nii.gz", task / "imagesTr" / f"{case}.nii.gz")
-        shutil.copy(HIPPO / "labelsTr" / f"{case}.nii.gz", task / "labelsTr" / f"{case}.nii.gz")
+        shutil.copy(hippo_image(case), task / "imagesTr" / f"{case}.nii.gz")
+        shutil.copy(hippo_label(case), task / "labelsTr" / f"{case}.nii.gz")
         training.append({"image": f"./imagesTr/{case}.nii.gz", "label": f"./labelsTr/{case}.nii.gz"})
-    shutil.copy(HIPPO / "imagesTr" / "hippocampus_006_0000.nii.gz", task / "imagesTs" / "hippocampus_006.nii.gz")
-    (task / "imagesTr" / "._hippocampus_001.nii.gz").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    shutil.copy(hippo_image(TEST_CASE), task / "imagesTs" / f"{TEST_CASE}.nii.gz")
+    (task / "imagesTr" / f"._{HIPPO_CASES[0]}.nii.gz").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
     (task / "dataset.json").write_text(json.dumps({
         "name": "Hippocampus", "licence": "CC-BY-SA 4.0", "tensorImageSize": "3D", "modality": {"0": "MRI"},
         "labels": {"0": "background", "1": "Anterior", "2": "Posterior"}, "numTraining": len(training),
-        "numTest": 1, "training": training, "test": ["./imagesTs/hippocampus_006.nii.gz"]}))
+        "numTest": 1, "training": training, "test": [f"./imagesTs/{TEST_CASE}.nii.gz"]}))
     return task
 
 
@@ -87,18 +87,19 @@ def test_msd_3d_task_via_cli(tmp_path: Path) -> None:
     assert data["labels"] == {"background": 0, "Anterior": 1, "Posterior": 2}
     assert data["numTraining"] == 3 and data["file_ending"] == ".nii.gz"
     assert sorted(p.name for p in (folder / "imagesTr").iterdir()) == [f"{c}_0000.nii.gz" for c in HIPPO_CASES]
-    assert [p.name for p in (folder / "imagesTs").iterdir()] == ["hippocampus_006_0000.nii.gz"]
+    assert [p.name for p in (folder / "imagesTs").iterdir()] == [f"{TEST_CASE}_0000.nii.gz"]
     for case in HIPPO_CASES:
         np.testing.assert_array_equal(_array(folder / "imagesTr" / f"{case}_0000.nii.gz"),
-                                      _array(HIPPO / "imagesTr" / f"{case}_0000.nii.gz"))
+                                      _array(hippo_image(case)))
         np.testing.assert_array_equal(_array(folder / "labelsTr" / f"{case}.nii.gz"),
-                                      _array(HIPPO / "labelsTr" / f"{case}.nii.gz"))
+                                      _array(hippo_label(case)))
     ds = load_raw_dataset(raw, 104)
     assert sorted(ds.cases) == HIPPO_CASES and verify_dataset(ds) == []
     # converting again into the same id is refused with a message naming the folder
     assert convert_main(["msd", "-i", str(task), "-d", "104", "-o", str(raw)]) == 2
 
 
+@requires_totalseg
 def test_msd_4d_case_is_split_into_channels(tmp_path: Path) -> None:
     task, channel0, channel1, label = _two_channel_task(tmp_path)
     raw = tmp_path / "raw"
@@ -120,6 +121,7 @@ def test_msd_4d_case_is_split_into_channels(tmp_path: Path) -> None:
     assert verify_dataset(load_raw_dataset(raw, 7)) == []
 
 
+@requires_totalseg
 def test_msd_channel_count_mismatch_is_an_error(tmp_path: Path) -> None:
     task, *_ = _two_channel_task(tmp_path)
     data = load_json(task / "dataset.json")
@@ -143,6 +145,7 @@ def _write_masks(case_folder: Path, seg: sitk.Image, names: Dict[str, str], extr
         sitk.WriteImage(image, str(case_folder / "segmentations" / f"{name}.nii.gz"))
 
 
+@requires_totalseg
 def test_masks_round_trip_and_overlap_rule(tmp_path: Path) -> None:
     seg = sitk.ReadImage(str(TOTSEG / "example_seg.nii.gz"))
     original = sitk.GetArrayFromImage(seg)
@@ -182,6 +185,7 @@ def test_masks_round_trip_and_overlap_rule(tmp_path: Path) -> None:
     assert verify_dataset(load_raw_dataset(raw, 11)) == []
 
 
+@requires_totalseg
 def test_masks_default_table_is_sorted_names(tmp_path: Path) -> None:
     seg = sitk.ReadImage(str(TOTSEG / "example_seg.nii.gz"))[:, :, 12:16]  # a thin slab keeps this fast
     names = {v: n for v, n in _seg_labels().items() if int(v) in (1, 5, 52, 79)}  # spleen liver aorta spinal_cord
@@ -209,6 +213,7 @@ def test_label_table_formats(tmp_path: Path) -> None:
         load_label_table(path)
 
 
+@requires_totalseg
 def test_mask_with_other_geometry_is_an_error(tmp_path: Path) -> None:
     seg = sitk.ReadImage(str(TOTSEG / "example_seg.nii.gz"))
     names = {"1": "spleen"}
@@ -222,6 +227,7 @@ def test_mask_with_other_geometry_is_an_error(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- DICOM
+@requires_totalseg
 def test_dicom_series_to_nifti(tmp_path: Path) -> None:
     out = tmp_path / "ct.nii.gz"
     assert convert_main(["dicom", "-i", str(TOTSEG / "example_ct_dicom"), "-o", str(out)]) == 0
@@ -239,6 +245,7 @@ def test_dicom_series_to_nifti(tmp_path: Path) -> None:
     assert hu.min() == -1024 and hu.max() == 1839  # HU range stated in shared/data/README.md
 
 
+@requires_totalseg
 def test_dicom_gap_is_an_error(tmp_path: Path) -> None:
     series = tmp_path / "series"
     shutil.copytree(TOTSEG / "example_ct_dicom", series)
@@ -254,8 +261,8 @@ def test_dicom_gap_is_an_error(tmp_path: Path) -> None:
 def test_hippocampus_subset(tmp_path: Path) -> None:
     folder = make_subset(HIPPO, tmp_path, 5, "HippocampusSubset", 4)
     ds = load_raw_dataset(tmp_path, 5)
-    assert sorted(ds.cases) == sorted(load_raw_dataset(DATA, 4).cases)[:4]
+    assert sorted(ds.cases) == sorted(load_raw_dataset_folder(HIPPO).cases)[:4]
     assert ds.dataset_json["numTraining"] == 4 and ds.dataset_json["labels"]["Anterior"] == 1
     assert verify_dataset(ds) == []
     case = sorted(ds.cases)[0]
-    assert (folder / "labelsTr" / f"{case}.nii.gz").read_bytes() == (HIPPO / "labelsTr" / f"{case}.nii.gz").read_bytes()
+    assert (folder / "labelsTr" / f"{case}.nii.gz").read_bytes() == hippo_label(case).read_bytes()

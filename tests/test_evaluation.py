@@ -16,8 +16,9 @@ from suprem_auto.evaluation import EvaluationError, evaluate_arrays, evaluate_fo
 from suprem_auto.imageio import read_segmentation, write_segmentation
 from suprem_auto.utils.atomic import load_json
 
-HIPPO = Path("/work/shared/data/Dataset004_Hippocampus")
-CASES = ["hippocampus_001", "hippocampus_003", "hippocampus_004"]
+from conftest import HIPPO, HIPPO_CASES, hippo_label
+
+CASES = HIPPO_CASES[:3]
 
 
 def cube(shape, lo, hi, value=1):
@@ -112,7 +113,7 @@ def test_ignore_label_and_regions():
 
 
 def _hippo_label(case: str) -> np.ndarray:
-    return read_segmentation(HIPPO / "labelsTr" / f"{case}.nii.gz")[0][0]
+    return read_segmentation(hippo_label(case))[0][0]
 
 
 def _one_hot(mask: np.ndarray) -> torch.Tensor:
@@ -123,7 +124,7 @@ def _one_hot(mask: np.ndarray) -> torch.Tensor:
 def test_matches_monai_on_real_hippocampus_label():
     from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 
-    ref = (_hippo_label("hippocampus_001") == 1)
+    ref = (_hippo_label(CASES[0]) == 1)
     pred = np.roll(ndimage.binary_erosion(ref), 2, axis=1)
     pred[0:3, 0:3, 0:3] = True                                # a distant false-positive blob
     spacing = (1.5, 1.0, 0.7)
@@ -144,7 +145,7 @@ def hippo_folders(tmp_path: Path):
     ref_dir.mkdir()
     rng = np.random.default_rng(0)
     for i, case in enumerate(CASES):
-        src = HIPPO / "labelsTr" / f"{case}.nii.gz"
+        src = hippo_label(case)
         shutil.copy(src, ref_dir / src.name)
         seg, props = read_segmentation(src)
         pred = np.roll(seg[0], i, axis=2)                    # 0, 1, 2 voxel shifts

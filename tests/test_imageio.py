@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import HIPPO, TOTALSEG
+from conftest import HIPPO_CASES, TOTALSEG, hippo_image, requires_totalseg
 from suprem_auto.imageio import ImageReadError, read_images, read_segmentation, write_segmentation
 
 
@@ -17,6 +17,7 @@ def _rotated_copy(src: Path, dst: Path) -> None:
     sitk.WriteImage(img, str(dst))
 
 
+@requires_totalseg
 @pytest.mark.parametrize("reorient", [False, True])
 def test_roundtrip_keeps_exact_geometry(tmp_path: Path, reorient: bool) -> None:
     src = tmp_path / "ct.nii.gz"
@@ -34,7 +35,7 @@ def test_roundtrip_keeps_exact_geometry(tmp_path: Path, reorient: bool) -> None:
 
 def test_reorientation_to_ras_changes_array_order(tmp_path: Path) -> None:
     src = tmp_path / "img.nii.gz"
-    _rotated_copy(HIPPO / "imagesTr" / "hippocampus_001_0000.nii.gz", src)
+    _rotated_copy(hippo_image(HIPPO_CASES[0]), src)
     plain, _ = read_images([src])
     ras, props = read_images([src], reorient_to_ras=True)
     assert props["reoriented_to"] == "RAS"
@@ -47,7 +48,7 @@ def test_reorientation_to_ras_changes_array_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize("ending", [".nii.gz", ".nii"])
 def test_truncated_file_gives_one_line_error(tmp_path: Path, ending: str) -> None:
     full = tmp_path / f"full{ending}"
-    sitk.WriteImage(sitk.ReadImage(str(HIPPO / "imagesTr" / "hippocampus_001_0000.nii.gz")), str(full))
+    sitk.WriteImage(sitk.ReadImage(str(hippo_image(HIPPO_CASES[0]))), str(full))
     data = full.read_bytes()
     bad = tmp_path / f"bad{ending}"
     bad.write_bytes(data[: len(data) // 2])

@@ -12,9 +12,9 @@ import SimpleITK as sitk
 from suprem_auto.dataset import DatasetError, load_raw_dataset
 from suprem_auto.dataset.integrity import DatasetIntegrityError, check_dataset_or_raise, verify_dataset
 
-SOURCE = Path("/work/shared/data/Dataset004_Hippocampus")
-CASES = ["hippocampus_001", "hippocampus_003", "hippocampus_004"]
-pytestmark = pytest.mark.skipif(not SOURCE.is_dir(), reason="shared hippocampus data not available")
+from conftest import HIPPO as SOURCE, HIPPO_CASES, hippo_image, hippo_label
+
+CASES = HIPPO_CASES[:3]
 
 
 def _make_dataset(root: Path, num_channels: int = 1) -> Path:
@@ -23,8 +23,8 @@ def _make_dataset(root: Path, num_channels: int = 1) -> Path:
     (folder / "labelsTr").mkdir()
     for case in CASES:
         for c in range(num_channels):  # extra channels are copies of the real MR channel
-            shutil.copy(SOURCE / "imagesTr" / f"{case}_0000.nii.gz", folder / "imagesTr" / f"{case}_{c:04d}.nii.gz")
-        shutil.copy(SOURCE / "labelsTr" / f"{case}.nii.gz", folder / "labelsTr" / f"{case}.nii.gz")
+            shutil.copy(hippo_image(case), folder / "imagesTr" / f"{case}_{c:04d}.nii.gz")
+        shutil.copy(hippo_label(case), folder / "labelsTr" / f"{case}.nii.gz")
     data = json.loads((SOURCE / "dataset.json").read_text())
     data["numTraining"] = len(CASES)
     data["channel_names"] = {str(c): f"MRI{c}" for c in range(num_channels)}

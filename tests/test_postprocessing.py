@@ -13,8 +13,9 @@ from suprem_auto.evaluation import (apply_postprocessing, apply_postprocessing_t
 from suprem_auto.evaluation.postprocessing import keep_largest_component
 from suprem_auto.imageio import read_segmentation, write_segmentation
 
-HIPPO = Path("/work/shared/data/Dataset004_Hippocampus")
-CASES = ["hippocampus_001", "hippocampus_003", "hippocampus_004"]
+from conftest import HIPPO_CASES, hippo_label
+
+CASES = HIPPO_CASES[:3]
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -40,7 +41,7 @@ def _real_folders(tmp_path: Path):
     ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
     ref_dir.mkdir()
     for case in CASES:
-        src = HIPPO / "labelsTr" / f"{case}.nii.gz"
+        src = hippo_label(case)
         shutil.copy(src, ref_dir / src.name)
     return ref_dir, pred_dir
 

@@ -19,9 +19,10 @@ from suprem_auto.imageio import read_images, write_segmentation
 from suprem_auto.inference.predictor import Predictor
 from suprem_auto.networks import build_network
 from suprem_auto.utils.atomic import atomic_torch_save, atomic_write_json
-from tests.conftest import HIPPO, TOTALSEG
+from tests.conftest import HIPPO, HIPPO_CASES as ALL_HIPPO_CASES, TOTALSEG, hippo_image, requires_totalseg
 
-HIPPO_CASES = ["hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006"]
+HIPPO_CASES = ALL_HIPPO_CASES[:4]
+CASE_A, CASE_B, CASE_C, CASE_D = HIPPO_CASES
 TINY_UNET = {"name": "plain_unet", "kwargs": {"n_stages": 3, "features_per_stage": [4, 8, 16],
                                               "kernel_sizes": [[3, 3, 3]] * 3,
                                               "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
@@ -80,7 +81,7 @@ def make_model_folder(root: Path, plans: Dict[str, Any], folds: Sequence[int] = 
 def copy_hippo_images(dst: Path, cases: Sequence[str] = HIPPO_CASES) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
     for c in cases:
-        shutil.copy(HIPPO / "imagesTr" / f"{c}_0000.nii.gz", dst)
+        shutil.copy(hippo_image(c), dst)
     return dst
 
 
@@ -125,6 +126,7 @@ def test_predict_files_writes_input_geometry_and_probabilities(tmp_path: Path, h
         assert len(np.unique(seg)) > 1  # the random network is decisive enough to predict several labels
 
 
+@requires_totalseg
 def test_anisotropic_spacing_and_rotated_direction_keep_exact_geometry(tmp_path: Path) -> None:
     """A CT crop given 0.8 x 0.8 x 3 mm spacing and a rotated, flipped direction; the plan resamples it."""
     ct = sitk.ReadImage(str(TOTALSEG / "example_ct_sm.nii.gz"))
@@ -149,7 +151,7 @@ def test_anisotropic_spacing_and_rotated_direction_keep_exact_geometry(tmp_path:
 
 def test_reorientation_is_undone_in_physical_space(tmp_path: Path) -> None:
     """The same physical image stored with x flipped (array and direction) gets the same physical prediction."""
-    src = HIPPO / "imagesTr" / "hippocampus_003_0000.nii.gz"
+    src = hippo_image(CASE_B)
     image = sitk.ReadImage(str(src))
     array = sitk.GetArrayFromImage(image)
     size_x = image.GetSize()[0]
@@ -173,13 +175,13 @@ def test_reorientation_is_undone_in_physical_space(tmp_path: Path) -> None:
 
 def _symmetric_case() -> np.ndarray:
     """A real hippocampus crop of 32 x 48 x 32 voxels (tiles at 0, 8, 16, ... are mirror symmetric), all nonzero."""
-    images, _ = read_images([HIPPO / "imagesTr" / "hippocampus_001_0000.nii.gz"])
+    images, _ = read_images([hippo_image(CASE_A)])
     return images[:, :32, :48, :32] + 1.0
 
 
 def test_mirroring_flipped_case_gives_flipped_prediction(tmp_path: Path, hippo_model: Path) -> None:
     images = _symmetric_case()
-    props = read_images([HIPPO / "imagesTr" / "hippocampus_001_0000.nii.gz"])[1]
+    props = read_images([hippo_image(CASE_A)])[1]
     props = {**props, "geometry": {**props["geometry"], "size": [32, 48, 32]}}
     predictor = Predictor.from_model_folder(hippo_model, device="cpu", progress=False)
     seg, probs = predictor.predict_array(images, props)
@@ -192,7 +194,7 @@ def test_mirroring_flipped_case_gives_flipped_prediction(tmp_path: Path, hippo_m
 
 def test_two_fold_ensemble_is_mean_of_fold_probabilities(tmp_path: Path) -> None:
     model = make_model_folder(tmp_path / "results", make_plans([1.0, 1.0, 1.0], [16, 16, 16]), folds=(0, 1))
-    images, props = read_images([HIPPO / "imagesTr" / "hippocampus_004_0000.nii.gz"])
+    images, props = read_images([hippo_image(CASE_C)])
     both = Predictor.from_model_folder(model, device="cpu", progress=False, use_mirroring=False)
     assert len(both.fold_weights) == 2
     _, p_both = both.predict_array(images, props)
@@ -213,7 +215,7 @@ def test_from_network_predicts_preprocessed_data_like_the_folder(tmp_path: Path,
     plans = json.loads((hippo_model / "plans.json").read_text())
     dataset_json = json.loads((hippo_model / "dataset.json").read_text())
     mem = Predictor.from_network(net, plans, "3d_fullres", dataset_json, progress=False)
-    data, _ = mem.preprocess(*read_images([HIPPO / "imagesTr" / "hippocampus_006_0000.nii.gz"]))
+    data, _ = mem.preprocess(*read_images([hippo_image(CASE_D)]))
     probs = mem.predict_preprocessed(data)
     assert net.training  # the trainer's mode is restored
     assert probs.shape == (3, *data.shape[1:])
@@ -223,15 +225,15 @@ def test_from_network_predicts_preprocessed_data_like_the_folder(tmp_path: Path,
 def test_corrupt_file_is_reported_and_others_written(tmp_path: Path, hippo_model: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     inputs = copy_hippo_images(tmp_path / "in", HIPPO_CASES[:3])
-    good = (inputs / "hippocampus_003_0000.nii.gz").read_bytes()
-    (inputs / "hippocampus_003_0000.nii.gz").write_bytes(good[: len(good) // 2])
+    good = (inputs / f"{CASE_B}_0000.nii.gz").read_bytes()
+    (inputs / f"{CASE_B}_0000.nii.gz").write_bytes(good[: len(good) // 2])
     code = predict_main(["-i", str(inputs), "-o", str(tmp_path / "out"), "-m", str(hippo_model), "-device", "cpu",
                          "--disable_tta", "--disable_progress_bar"])
     assert code == 1
     err = capsys.readouterr().err
-    assert "hippocampus_003" in err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["hippocampus_001.nii.gz",
-                                                                   "hippocampus_004.nii.gz"]
+    assert CASE_B in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{CASE_A}.nii.gz",
+                                                                   f"{CASE_C}.nii.gz"]
 
 
 def test_cli_with_dataset_and_configuration_and_continue(tmp_path: Path, hippo_model: Path) -> None:
@@ -242,13 +244,13 @@ def test_cli_with_dataset_and_configuration_and_continue(tmp_path: Path, hippo_m
     assert predict_main(args) == 0
     written = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert len(written) == 3
-    (out / "hippocampus_003.nii.gz").unlink()
+    (out / f"{CASE_B}.nii.gz").unlink()
     predictor = Predictor.from_model_folder(hippo_model, device="cpu", progress=False, use_mirroring=False)
     report = predictor.predict_files(inputs, out, continue_prediction=True)
-    assert report.written == ["hippocampus_003"]
-    assert sorted(report.skipped) == ["hippocampus_001", "hippocampus_004"]
-    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "hippocampus_003.nii.gz"} == \
-           {k: v for k, v in written.items() if k != "hippocampus_003.nii.gz"}
+    assert report.written == [CASE_B]
+    assert sorted(report.skipped) == [CASE_A, CASE_C]
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != f"{CASE_B}.nii.gz"} == \
+           {k: v for k, v in written.items() if k != f"{CASE_B}.nii.gz"}
 
 
 def test_num_parts_partition_the_cases(tmp_path: Path, hippo_model: Path) -> None:
@@ -262,7 +264,7 @@ def test_num_parts_partition_the_cases(tmp_path: Path, hippo_model: Path) -> Non
 
 
 def test_single_file_and_file_without_channel_suffix(tmp_path: Path, hippo_model: Path) -> None:
-    src = HIPPO / "imagesTr" / "hippocampus_001_0000.nii.gz"
+    src = hippo_image(CASE_A)
     plain = tmp_path / "scan.nii.gz"
     shutil.copy(src, plain)
     predictor = Predictor.from_model_folder(hippo_model, device="cpu", progress=False, use_mirroring=False)
@@ -271,6 +273,7 @@ def test_single_file_and_file_without_channel_suffix(tmp_path: Path, hippo_model
     assert_same_geometry(tmp_path / "out" / "scan.nii.gz", src)
 
 
+@requires_totalseg
 def test_dicom_series_folder(tmp_path: Path) -> None:
     """A CT DICOM series (identity direction, 2 mm slices) is predicted and written on its own grid."""
     model = make_model_folder(tmp_path / "results", make_plans([4.0, 8.0, 8.0], [8, 32, 32], normalization="ct"))
@@ -301,15 +304,15 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path: Path, hippo_model: Path) 
 
 def test_written_segmentation_roundtrips_through_write_segmentation(tmp_path: Path, hippo_model: Path) -> None:
     """predict_array + write_segmentation (the documented Python API) gives the CLI's result."""
-    src = HIPPO / "imagesTr" / "hippocampus_006_0000.nii.gz"
+    src = hippo_image(CASE_D)
     predictor = Predictor.from_model_folder(hippo_model, device="cpu", progress=False, use_mirroring=False)
     images, props = read_images([src], reorient_to_ras=predictor.plans["reorient_to_ras"])
     seg, _ = predictor.predict_array(images, props)
     write_segmentation(seg, tmp_path / "api.nii.gz", props)
-    inputs = copy_hippo_images(tmp_path / "in", ["hippocampus_006"])
+    inputs = copy_hippo_images(tmp_path / "in", [CASE_D])
     predictor.predict_files(inputs, tmp_path / "out")
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "api.nii.gz"))),
-                                  sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "hippocampus_006.nii.gz"))))
+                                  sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / f"{CASE_D}.nii.gz"))))
 
 
 def test_postprocessing_json_of_the_model_folder_is_applied(tmp_path: Path, hippo_model: Path) -> None:
@@ -317,7 +320,7 @@ def test_postprocessing_json_of_the_model_folder_is_applied(tmp_path: Path, hipp
     only its largest foreground component kept (computed here with scipy)."""
     from scipy import ndimage
 
-    inputs = copy_hippo_images(tmp_path / "in", ["hippocampus_001"])
+    inputs = copy_hippo_images(tmp_path / "in", [CASE_A])
     raw = Predictor.from_model_folder(hippo_model, device="cpu", progress=False, use_mirroring=False)
     assert raw.predict_files(inputs, tmp_path / "raw").ok
     pp = {"apply": {"keep_largest_foreground_component": True, "foreground_labels": [1, 2],
@@ -328,9 +331,9 @@ def test_postprocessing_json_of_the_model_folder_is_applied(tmp_path: Path, hipp
                                   str(tmp_path / "crossval_postprocessing.json")]) == 0
     atomic_write_json(hippo_model / "postprocessing.json", pp)
     assert predict_main(common + ["-o", str(tmp_path / "pp")]) == 0
-    before = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "raw" / "hippocampus_001.nii.gz")))
-    after = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pp" / "hippocampus_001.nii.gz")))
-    after_flag = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pp_flag" / "hippocampus_001.nii.gz")))
+    before = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "raw" / f"{CASE_A}.nii.gz")))
+    after = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pp" / f"{CASE_A}.nii.gz")))
+    after_flag = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pp_flag" / f"{CASE_A}.nii.gz")))
     components, n = ndimage.label(before > 0, structure=np.ones((3, 3, 3)))
     assert n > 1  # the random network leaves several islands, so post-processing has something to do
     largest = np.argmax(np.bincount(components.ravel())[1:]) + 1
@@ -348,7 +351,7 @@ def test_two_d_configuration_predicts_slice_by_slice(tmp_path: Path) -> None:
     model = make_model_folder(tmp_path / "results", plans)
     predictor = Predictor.from_model_folder(model, device="cpu", progress=False, use_mirroring=False)
     assert predictor.configuration == "2d" and predictor.mirror_axes == ()
-    images, props = read_images([HIPPO / "imagesTr" / "hippocampus_001_0000.nii.gz"])
+    images, props = read_images([hippo_image(CASE_A)])
     data, _ = predictor.preprocess(images, props)
     probs = predictor.predict_preprocessed(data)
     net = build_network(unet_2d, 1, 3, deep_supervision=False).eval()
@@ -360,6 +363,6 @@ def test_two_d_configuration_predicts_slice_by_slice(tmp_path: Path) -> None:
     with torch.no_grad():
         direct = torch.softmax(net(padded), dim=1)[:, :, oy:oy + y, ox:ox + x].permute(1, 0, 2, 3)
     torch.testing.assert_close(probs, direct, rtol=1e-4, atol=1e-5)
-    report = predictor.predict_files(copy_hippo_images(tmp_path / "in", ["hippocampus_001"]), tmp_path / "out")
+    report = predictor.predict_files(copy_hippo_images(tmp_path / "in", [CASE_A]), tmp_path / "out")
     assert report.ok
-    assert_same_geometry(tmp_path / "out" / "hippocampus_001.nii.gz", HIPPO / "imagesTr" / "hippocampus_001_0000.nii.gz")
+    assert_same_geometry(tmp_path / "out" / f"{CASE_A}.nii.gz", hippo_image(CASE_A))

@@ -96,15 +96,11 @@ def gather_model(model_dir: Path, folds: Sequence[int], gt_folder: Path, labels:
 
 
 def read_learning_curves(model_dir: Path, folds: Sequence[int]) -> Dict[int, List[Dict[str, Any]]]:
-    """Per fold, the epoch records of ``metrics.jsonl`` (empty where a fold has none)."""
-    import json
+    """Per fold with a ``metrics.jsonl``, its epoch records (complete lines that parse; others are skipped)."""
+    from suprem_auto.crossval.fold_runs import read_metrics
 
-    curves: Dict[int, List[Dict[str, Any]]] = {}
-    for fold in folds:
-        path = Path(model_dir) / f"fold_{fold}" / "metrics.jsonl"
-        if path.is_file():
-            curves[fold] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return curves
+    return {fold: read_metrics(Path(model_dir) / f"fold_{fold}" / "metrics.jsonl") for fold in folds
+            if (Path(model_dir) / f"fold_{fold}" / "metrics.jsonl").is_file()}
 
 
 def load_fold_summaries(model_dir: Path, folds: Sequence[int]) -> Dict[int, Dict[str, Any]]:

@@ -1,7 +1,8 @@
 """The cross-validation report: one self-contained HTML page (images inlined) and a Markdown twin.
 
 Sections: dataset fingerprint, plans chosen, per-configuration and per-class Dice/NSD across folds (mean and std
-over folds) with box plots, learning curves of every fold, pretrained-vs-scratch paired comparison per class
+over folds) with box plots, what each fold's training run did (network, precision, iterations, time, speed,
+warnings on busy folds) and its learning curves against iterations, pretrained-vs-scratch paired comparison per class
 (mean difference and a Wilcoxon signed-rank test over cases), and example slices for the best and worst cases.
 """
 from __future__ import annotations
@@ -11,12 +12,13 @@ import html
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from suprem_auto.crossval import figures
-from suprem_auto.crossval.gather import ModelCrossValidation, load_fold_summaries, read_learning_curves
+from suprem_auto.crossval.fold_runs import SPEED_VARIATION_LIMIT, FoldRun, read_fold_runs
+from suprem_auto.crossval.gather import ModelCrossValidation, load_fold_summaries
 from suprem_auto.utils.atomic import atomic_write, load_json
 
 
@@ -113,15 +115,58 @@ def results_section(models: Sequence[ModelCrossValidation], class_names: Dict[st
     return section
 
 
+NOT_RECORDED = "not recorded"
+
+
+def _cell(value: Any, text: Callable[[Any], str]) -> str:
+    """``text(value)``, or "not recorded" when the fold folder does not hold the value."""
+    return NOT_RECORDED if value is None else text(value)
+
+
+def _network(run: FoldRun) -> str:
+    if run.architecture is None:
+        return NOT_RECORDED
+    return run.architecture + (f" ({'-'.join(map(str, run.features))})" if run.features else "")
+
+
+def fold_run_rows(model: ModelCrossValidation, runs: Sequence[FoldRun]) -> List[List[str]]:
+    """One table row per fold: network, width factor, parameters, precision, iterations, time and speed."""
+    return [[model.name, str(r.fold), _network(r), _cell(r.width_factor, lambda v: f"{v:g}"),
+             _cell(r.parameters, lambda v: f"{v:,}"), r.precision or NOT_RECORDED,
+             _cell(r.iterations, lambda v: f"{v}{' (estimated)' if r.iterations_estimated else ''}"),
+             _cell(r.wall_time_s, lambda v: f"{v:.0f} ({r.wall_time_source})"),
+             _cell(r.sec_per_iteration, lambda v: f"{v:.3f}"), _cell(r.speed_ratio, lambda v: f"{v:.2f}"),
+             f"speed varied {r.speed_ratio:.1f}x: busy machine?" if r.speed_varied else ""] for r in runs]
+
+
+def speed_warnings(model: ModelCrossValidation, runs: Sequence[FoldRun]) -> List[str]:
+    """One warning per fold whose epochs' seconds per iteration varied more than the limit."""
+    return [f"WARNING: {model.name} fold {r.fold}: seconds per iteration varied {r.speed_ratio:.1f}x between epochs "
+            f"(slowest / fastest above {SPEED_VARIATION_LIMIT:g}); the machine was probably busy, so a low Dice of "
+            f"this fold may come from fewer iterations rather than from a bad model." for r in runs if r.speed_varied]
+
+
 def learning_curves_section(models: Sequence[ModelCrossValidation]) -> Section:
-    """Learning curves of every fold of every model."""
-    section = Section("Learning curves")
+    """What each fold really did (network, precision, iterations, time, speed; warnings on busy folds) and the
+    learning curves of every fold against iterations."""
+    section = Section("Training runs and learning curves")
+    section.paragraphs.append(
+        "Per fold: the network trained (name and feature widths), its width factor, parameter count and precision, "
+        "the iterations done, the training time and the mean seconds per iteration; \"speed max/min\" is the "
+        "slowest over the fastest epoch's seconds per iteration. Curves are drawn against iterations, since epochs "
+        "differ in length under a time budget.")
+    rows: List[List[str]] = []
     for m in models:
-        png = figures.learning_curves(read_learning_curves(m.model_dir, m.finished_folds), m.name)
+        runs = read_fold_runs(m.model_dir, m.finished_folds)
+        rows += fold_run_rows(m, runs)
+        section.paragraphs += speed_warnings(m, runs)
+        png = figures.learning_curves(runs, m.name)
         if png is not None:
             section.images.append((f"curves_{len(section.images)}.png", png))
         else:
             section.paragraphs.append(f"{m.name}: no metrics.jsonl found.")
+    section.tables.append((["model", "fold", "network", "width factor", "parameters", "precision", "iterations",
+                            "training time s", "s / iteration", "speed max/min", "note"], rows))
     return section
 
 
@@ -163,6 +208,13 @@ def comparison_section(pairs: Sequence[Tuple[ModelCrossValidation, ModelCrossVal
     return section
 
 
+def _label_names(model_dir: Path) -> Dict[int, str]:
+    """Label value -> name from the model folder's dataset.json copy ({} when there is none)."""
+    dataset_json = model_dir / "dataset.json"
+    labels = load_json(dataset_json).get("labels", {}) if dataset_json.is_file() else {}
+    return {int(v): str(k) for k, v in labels.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
 def examples_section(best: ModelCrossValidation, image_lookup, file_ending: str) -> Section:
     """Image slices with reference and prediction contours for the best and the worst case of the best model."""
     from suprem_auto.imageio import read_segmentation
@@ -185,7 +237,8 @@ def examples_section(best: ModelCrossValidation, image_lookup, file_ending: str)
             continue
         reference = read_segmentation(case["reference_file"])[0][0]
         prediction = read_segmentation(case["prediction_file"])[0][0]
-        png = figures.overlay_slice(image, reference, prediction, f"{label} case {case['case']} (Dice {dice:.3f})")
+        png = figures.overlay_slice(image, reference, prediction, f"{label} case {case['case']} (mean foreground "
+                                    f"Dice {dice:.3f})", _label_names(best.model_dir))
         section.images.append((f"example_{label}.png", png))
     return section
 
