@@ -7,6 +7,7 @@ from torch import nn
 
 from suprem_auto.networks.groups import parameter_groups
 from suprem_auto.networks.plain_unet import PlainConvUNet
+from suprem_auto.networks.resenc_unet import ResidualEncoderUNet
 from suprem_auto.networks.suprem_unet import UNet3D
 
 # SegResNet and Swin UNETR come from MONAI, whose import costs seconds: they are imported when first used.
@@ -20,13 +21,15 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-ARCHITECTURES = ("plain_unet", "suprem_unet", "segresnet", "swin_unetr")
+ARCHITECTURES = ("plain_unet", "suprem_unet", "segresnet", "swin_unetr", "resenc_unet")
 _ALLOWED_KWARGS = {
     "plain_unet": {"n_stages", "features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage",
                    "n_conv_per_stage_decoder"},
     "suprem_unet": {"base_width"},
     "segresnet": {"init_filters", "blocks_down", "blocks_up", "dropout_prob"},
     "swin_unetr": {"feature_size", "depths", "num_heads", "dropout_path_rate", "use_checkpoint", "patch_merging"},
+    "resenc_unet": {"n_stages", "features_per_stage", "kernel_sizes", "strides", "n_blocks_per_stage",
+                    "n_conv_per_stage_decoder"},
 }
 
 
@@ -34,7 +37,7 @@ def build_network(architecture: dict, num_input_channels: int, num_outputs: int,
                   deep_supervision: bool) -> nn.Module:
     """Build the network named by ``architecture = {"name": ..., "kwargs": {...}}``.
 
-    Only ``plain_unet`` supports deep supervision; the SuPreM backbones ignore the flag. Every returned module has a
+    Only ``plain_unet`` and ``resenc_unet`` support deep supervision; the SuPreM backbones ignore the flag. Every returned module has a
     settable ``deep_supervision`` attribute and ``architecture_name``.
     """
     name = architecture.get("name")
@@ -44,7 +47,7 @@ def build_network(architecture: dict, num_input_channels: int, num_outputs: int,
     unknown = sorted(set(kwargs) - _ALLOWED_KWARGS[name])
     if unknown:
         raise ValueError(f"architecture {name!r} does not take kwargs {unknown}")
-    if name == "plain_unet":
+    if name in ("plain_unet", "resenc_unet"):
         kwargs["deep_supervision"] = deep_supervision
     net: nn.Module = network_class(name)(num_input_channels, num_outputs, **kwargs)
     net.architecture_name = name
@@ -57,6 +60,8 @@ def network_class(name: str) -> type:
         return PlainConvUNet
     if name == "suprem_unet":
         return UNet3D
+    if name == "resenc_unet":
+        return ResidualEncoderUNet
     if name == "segresnet":
         return __getattr__("SuPreMSegResNet")
     if name == "swin_unetr":
@@ -66,7 +71,7 @@ def network_class(name: str) -> type:
 
 # The width kwarg of each architecture and the multiple its values must be (SegResNet's GroupNorm has 8 groups;
 # MONAI's Swin UNETR needs feature_size divisible by 12). Unset kwargs scale the constructor's default.
-WIDTH_KWARGS = {"plain_unet": ("features_per_stage", 1), "segresnet": ("init_filters", 8),
+WIDTH_KWARGS = {"plain_unet": ("features_per_stage", 1), "resenc_unet": ("features_per_stage", 1), "segresnet": ("init_filters", 8),
                 "suprem_unet": ("base_width", 4), "swin_unetr": ("feature_size", 12)}
 
 
@@ -100,4 +105,4 @@ def scale_width(architecture: dict, factor: float) -> dict:
 
 
 __all__ = ["ARCHITECTURES", "build_network", "network_class", "scale_width",
-           "parameter_groups", "PlainConvUNet", "UNet3D", "SuPreMSegResNet", "SuPreMSwinUNETR"]
+           "parameter_groups", "PlainConvUNet", "ResidualEncoderUNet", "UNet3D", "SuPreMSegResNet", "SuPreMSwinUNETR"]

@@ -6,6 +6,7 @@ from torch import nn
 # Per architecture: (encoder prefixes, head prefixes); every other parameter belongs to the decoder.
 GROUP_PREFIXES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "plain_unet": (("encoder.",), ("decoder.seg_layers.",)),
+    "resenc_unet": (("encoder.",), ("decoder.seg_layers.",)),
     "suprem_unet": (("down_tr",), ("out_tr.",)),
     "swin_unetr": (("swinViT.", "encoder1.", "encoder2.", "encoder3.", "encoder4.", "encoder10."), ("out.",)),
     "segresnet": (("convInit.", "down_layers."), ("conv_final.2.",)),
@@ -19,10 +20,11 @@ def architecture_of(net: nn.Module) -> str:
     if name in GROUP_PREFIXES:
         return name
     from suprem_auto.networks.plain_unet import PlainConvUNet
+    from suprem_auto.networks.resenc_unet import ResidualEncoderUNet
     from suprem_auto.networks.segresnet import SuPreMSegResNet
     from suprem_auto.networks.suprem_unet import UNet3D
     from suprem_auto.networks.swin_unetr import SuPreMSwinUNETR
-    for cls, arch in ((PlainConvUNet, "plain_unet"), (UNet3D, "suprem_unet"), (SuPreMSwinUNETR, "swin_unetr"),
+    for cls, arch in ((PlainConvUNet, "plain_unet"), (ResidualEncoderUNet, "resenc_unet"), (UNet3D, "suprem_unet"), (SuPreMSwinUNETR, "swin_unetr"),
                       (SuPreMSegResNet, "segresnet")):
         if isinstance(net, cls):
             return arch

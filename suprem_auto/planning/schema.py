@@ -8,9 +8,11 @@ from suprem_auto.utils.atomic import atomic_write_json, load_json_or_raise
 
 PLANS_FORMAT_VERSION = 1
 NORMALIZATION_SCHEMES = ("ct", "zscore", "window", "none", "rescale_0_1")
-ARCHITECTURES = ("plain_unet", "suprem_unet", "segresnet", "swin_unetr")
+ARCHITECTURES = ("plain_unet", "suprem_unet", "segresnet", "swin_unetr", "resenc_unet")
 PLAIN_UNET_KWARGS = ("n_stages", "features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage",
                      "n_conv_per_stage_decoder")
+RESENC_UNET_KWARGS = ("n_stages", "features_per_stage", "kernel_sizes", "strides", "n_blocks_per_stage",
+                      "n_conv_per_stage_decoder")
 PathLike = Union[str, Path]
 
 
@@ -65,9 +67,9 @@ def _validate_architecture(source: Any, field: str, arch: Any, patch_size: list)
     kwargs = arch.get("kwargs")
     if not isinstance(kwargs, dict):
         _fail(source, field + ".kwargs", "must be an object")
-    if arch["name"] != "plain_unet":
+    if arch["name"] not in ("plain_unet", "resenc_unet"):
         return
-    for key in PLAIN_UNET_KWARGS:
+    for key in PLAIN_UNET_KWARGS if arch["name"] == "plain_unet" else RESENC_UNET_KWARGS:
         if key not in kwargs:
             _fail(source, f"{field}.kwargs.{key}", "is missing")
     n = kwargs["n_stages"]

@@ -22,6 +22,8 @@ LAYOUT_DESCRIPTIONS = {
     "segresnet_state_dict": "MONAI SegResNet state dict",
     "suprem_auto_checkpoint": "suprem_auto trained model",
     "plain_unet_state_dict": "plain_unet state dict",
+    "resenc_unet_state_dict": "resenc_unet state dict (nnU-Net ResidualEncoderUNet names)",
+    "nnunet_v2": "nnU-Net v2 checkpoint (PlainConvUNet / ResidualEncoderUNet)",
 }
 
 # Layouts whose file holds only the Swin encoder: decoder tensors stay randomly initialised.
@@ -51,6 +53,8 @@ def backbone_family(keys: list[str]) -> str | None:
         return "swin_unetr"
     if _has(keys, "convInit."):
         return "segresnet"
+    if _has(keys, "encoder.stem."):
+        return "resenc_unet"
     if _has(keys, "encoder.stages."):
         return "plain_unet"
     return None
@@ -68,6 +72,8 @@ def _detect(keys: list[str], family: str, top_keys: set[str], container: str | N
             "unet3d_state_dict"
     if family == "plain_unet":
         return "plain_unet_state_dict"
+    if family == "resenc_unet":
+        return "resenc_unet_state_dict"
     if _has(keys, "encoder.layers1.0.0.", "encoder.patch_embed."):
         return "dae_swin_unetr"
     if _has(keys, "patch_embed.", "layers1."):
@@ -105,10 +111,29 @@ def _rename_swin(layout: str, key: str) -> tuple[str | None, str]:
     return key, ""
 
 
+def _nnunet_canonical(stripped: dict[str, torch.Tensor], top_keys: set[str], path: str) -> Canonical | None:
+    """nnU-Net v2 names (its checkpoint, its aliases, or PlainConvUNet's ``convs``) renamed to ours; else None."""
+    from suprem_auto.interop.nnunet.keys import from_nnunet_keys, nnunet_network_kind
+
+    kind = nnunet_network_kind(stripped)
+    nnunet_only = "init_args" in top_keys or any(".all_modules." in k or k.startswith("decoder.encoder.")
+                                                 for k in stripped)
+    if kind is None or (kind == "resenc_unet" and not nnunet_only):
+        return None
+    try:
+        tensors, dropped = from_nnunet_keys(stripped, kind, path)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    return Canonical(layout="nnunet_v2", backbone=kind, tensors=tensors, dropped=dropped)
+
+
 def canonicalise(stripped: dict[str, torch.Tensor], top_keys: set[str], container: str | None,
                  path: str, removed_prefixes: list[str]) -> Canonical:
     """Detect the layout of prefix-stripped tensors and rename them to our parameter names."""
     keys = list(stripped)
+    nnunet = _nnunet_canonical(stripped, top_keys, path)
+    if nnunet is not None:
+        return nnunet
     family = backbone_family(keys)
     if family is None:
         raise CheckpointError(f"{path}: unrecognised checkpoint layout (first keys: {keys[:4]})")

@@ -31,6 +31,7 @@ FIRST_LAYERS: dict[str, tuple[str, ...]] = {
                    "encoder1.layer.conv3.conv.weight"),
     "segresnet": ("convInit.conv.weight",),
     "plain_unet": ("encoder.stages.0.0.conv.weight",),
+    "resenc_unet": ("encoder.stem.convs.0.conv.weight",),
 }
 
 
@@ -46,6 +47,42 @@ def _can_tile(src: torch.Tensor, target: torch.Tensor) -> bool:
             and target.shape[1] > src.shape[1] and target.shape[1] % src.shape[1] == 0)
 
 
+def _adapt_input_channels(src: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, str] | None:
+    """A first-layer weight for another input-channel count, keeping the sum over input channels (so one image fed
+    to every channel gives the same response), and how; None when the other dimensions differ.
+
+    More channels, a multiple: tiled and divided by the factor. Fewer, a divisor: channels ``c`` with the same
+    ``c % n_out`` summed. Otherwise: every channel gets the channel sum divided by the new count."""
+    if src.dim() != target.dim() or src.shape[0] != target.shape[0] or src.shape[2:] != target.shape[2:]:
+        return None
+    n_in, n_out = src.shape[1], target.shape[1]
+    if _can_tile(src, target):
+        return _tile_input_channels(src, target.shape), f"weights tiled and divided by {n_out // n_in}"
+    if n_in % n_out == 0:
+        folded = src.reshape(src.shape[0], n_in // n_out, n_out, *src.shape[2:]).sum(1)
+        return folded, f"channels c with equal c % {n_out} summed"
+    mean = src.sum(1, keepdim=True) / n_out
+    return mean.expand(-1, n_out, *([-1] * (src.dim() - 2))).clone(), f"channel sum spread over {n_out} channels"
+
+
+def structure_differences(network: nn.Module, arch: str, canon: Canonical) -> list[str]:
+    """Every backbone tensor of ``network`` that is missing from the file or has another shape (head and first
+    layer excluded: those adapt), and every file tensor the network lacks, one entry per key."""
+    target = network.state_dict()
+    problems = []
+    for key, value in target.items():
+        if key.startswith(HEAD_PREFIXES[arch]):
+            continue
+        src = canon.tensors.get(key)
+        if src is None:
+            problems.append(f"{key}: missing in the file (network {tuple(value.shape)})")
+        elif src.shape != value.shape and not (key in FIRST_LAYERS[arch] and _adapt_input_channels(src, value)):
+            problems.append(f"{key}: file {tuple(src.shape)}, network {tuple(value.shape)}")
+    problems += [f"{key}: in the file {tuple(v.shape)}, not in the network" for key, v in canon.tensors.items()
+                 if key not in target and not key.startswith(HEAD_PREFIXES[arch])]
+    return problems
+
+
 def _group(src_key: str, kind: str) -> str:
     return "universal_head" if kind == "universal_head" else src_key.split(".")[0]
 
@@ -55,7 +92,7 @@ def _match(network: nn.Module, universal: bool, arch: str, canon: Canonical, all
     """Decide tensor by tensor what to load; returns the tensors to load (network names)."""
     target = network.state_dict()
     prefix = "backbone." if universal else ""
-    own = canon.layout == "suprem_auto_checkpoint"
+    own = canon.layout in ("suprem_auto_checkpoint", "nnunet_v2")
     new_state: dict[str, torch.Tensor] = {}
     consumed: set[str] = set()
     for tkey, tval in target.items():
@@ -90,11 +127,11 @@ def _match(network: nn.Module, universal: bool, arch: str, canon: Canonical, all
                 continue
             raise CheckpointError(f"{path}: missing tensor {src_key!r} needed by {arch} (layout {canon.layout})")
         if src.shape != tval.shape:
-            if src_key in FIRST_LAYERS[arch] and _can_tile(src, tval):
+            adapted = _adapt_input_channels(src, tval) if src_key in FIRST_LAYERS[arch] else None
+            if adapted is not None:
                 n_in, n_out = src.shape[1], tval.shape[1]
-                src = _tile_input_channels(src, tval.shape)
-                report.adapted[tkey] = (f"input channels {n_in} -> {n_out}: weights tiled and divided by "
-                                        f"{n_out // n_in}")
+                src = adapted[0]
+                report.adapted[tkey] = f"input channels {n_in} -> {n_out}: {adapted[1]}"
                 report.count(group, "adapted")
             else:
                 raise CheckpointError(f"{path}: shape mismatch for {src_key!r}: file {tuple(src.shape)}, "
@@ -134,7 +171,9 @@ def load_pretrained(network: nn.Module, backbone: str, checkpoint_path: PathLike
     arch = architecture_of(network.backbone if universal else network)
     if backbone != arch:
         raise ValueError(f"load_pretrained: backbone {backbone!r} given, but the network is a {arch}")
-    obj = read_checkpoint(path)
+    from suprem_auto.interop.nnunet.checkpoint import nnunet_safe_globals
+    with torch.serialization.safe_globals(nnunet_safe_globals()):  # numpy scalars as nnU-Net pickles them
+        obj = read_checkpoint(path)
     state_dict, container = unwrap_state_dict(obj, path)
     stripped, removed = strip_prefixes(state_dict)
     canon = canonicalise(stripped, set(map(str, obj)) if isinstance(obj, dict) else set(), container, str(path),
@@ -142,6 +181,11 @@ def load_pretrained(network: nn.Module, backbone: str, checkpoint_path: PathLike
     if canon.backbone != arch:
         raise CheckpointError(f"{path}: looks like a {canon.backbone} checkpoint (layout {canon.layout}: "
                               f"{LAYOUT_DESCRIPTIONS[canon.layout]}), but the network is {arch}")
+    if canon.layout == "nnunet_v2" and not universal:
+        problems = structure_differences(network, arch, canon)
+        if problems:
+            raise CheckpointError(f"{path}: the nnU-Net network differs from this plan's {arch} (other stage count "
+                                  f"or kernel sizes?) at {len(problems)} tensors: " + "; ".join(problems))
     n_classes = num_classes_in(canon.tensors)
     report = LoadReport(checkpoint=str(path), layout=canon.layout, layout_description=LAYOUT_DESCRIPTIONS[canon.layout],
                         source_backbone=canon.backbone, target_backbone=arch, container_key=container,
