@@ -14,7 +14,10 @@ import torch
 from training_data import DATASET, make_training_roots, read_metrics, tiny_plans
 
 from suprem_auto.cli.train import main as train_main
-from suprem_auto.training.budget import BudgetClock, BudgetPlan, lr_at, parse_duration
+from suprem_auto.paths import Roots
+from suprem_auto.training.budget import (ClockSchedule, IterationSchedule, RunClock, schedule_for,
+                                         schedule_from_json, parse_duration)
+from suprem_auto.training.config import TrainingConfig
 from suprem_auto.training.precision import choose_precision, native_cpu_bf16
 from suprem_auto.training.run import build_trainer, train_fold
 from suprem_auto.training.trainers import SupremTrainer
@@ -26,9 +29,16 @@ FAST = ["--num_workers", "1", "-device", "cpu"]
 
 
 @pytest.fixture(scope="module")
-def roots(tmp_path_factory):
+def shared_roots(tmp_path_factory):
     return make_training_roots(tmp_path_factory.mktemp("budget"), 6,
                                tiny_plans(patch_size=(16, 24, 16), features=(4, 8, 16)))
+
+
+@pytest.fixture
+def roots(shared_roots, tmp_path):
+    """The shared preprocessed cases with a results root of this test's own (runs with different networks may not
+    share a model folder)."""
+    return Roots(shared_roots.raw, shared_roots.preprocessed, tmp_path / "results")
 
 
 def _flags(roots) -> list:
@@ -50,38 +60,62 @@ def test_parse_duration():
             parse_duration(bad)
 
 
+def _lr_at(schedule: IterationSchedule, iteration: int) -> float:
+    schedule.iteration = iteration
+    return schedule.learning_rate(0, 0.0)
+
+
 def test_schedule_over_planned_iterations():
-    plan = BudgetPlan(budget_s=None, planned_iterations=100, iters_per_epoch=5, val_iters_per_epoch=1,
-                      warmup_iterations=10, schedule="warmup_cosine", lr=1e-3)
-    lrs = [lr_at(plan, i) for i in range(101)]
+    plan = IterationSchedule(planned_iterations=100, iters_per_epoch=5, val_iters_per_epoch=1,
+                             warmup_iterations=10, schedule="warmup_cosine", lr=1e-3)
+    lrs = [_lr_at(plan, i) for i in range(101)]
     assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))          # rises during warm-up
     assert max(lrs) == pytest.approx(1e-3)
     assert lrs[55] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 45 / 90)))
     assert lrs[100] == pytest.approx(0.0, abs=1e-12)                 # decayed exactly at the planned end
-    poly = BudgetPlan(budget_s=None, planned_iterations=50, iters_per_epoch=5, val_iters_per_epoch=1,
-                      warmup_iterations=0, schedule="poly", lr=0.01)
-    assert lr_at(poly, 25) == pytest.approx(0.01 * 0.5 ** 0.9)
+    poly = IterationSchedule(planned_iterations=50, iters_per_epoch=5, val_iters_per_epoch=1,
+                             warmup_iterations=0, schedule="poly", lr=0.01)
+    assert _lr_at(poly, 25) == pytest.approx(0.01 * 0.5 ** 0.9)
     assert plan.num_epochs == 20
+    assert plan.run_done(0, 0.0) and not poly.run_done(0, 0.0)
+    # --iterations N lays the same schedule out: N / 20 iterations per epoch, 5 % warm-up
+    built = schedule_for(TrainingConfig(iterations=200, lr_schedule="warmup_cosine", val_iters_per_epoch=50))
+    assert (built.planned_iterations, built.iters_per_epoch, built.val_iters_per_epoch,
+            built.warmup_iterations) == (200, 10, 2, 10)
 
 
-def test_replan_fits_time_left_but_never_extends_a_decayed_schedule():
-    clock = BudgetClock(None, budget_s=100.0, iterations=None)
-    plan = clock.make_plan(lr=1e-2, schedule="warmup_cosine", poly_exponent=0.9, warmup_fraction=0.05,
-                           max_val_iters=1, sec_per_iteration=1.0, val_sec_per_iteration=0.0,
-                           final_validation_s=10.0, iterations_done=0)
-    assert 85 <= plan.planned_iterations <= 90
-    clock._start -= 20  # 20 s went by at half the planned speed: the plan shrinks
-    assert clock.replan(10, measured_sec_per_iteration=2.0).planned_iterations < 85
-    late = BudgetClock(None, budget_s=100.0, iterations=None)
-    plan = late.make_plan(lr=1e-2, schedule="warmup_cosine", poly_exponent=0.9, warmup_fraction=0.05,
-                          max_val_iters=1, sec_per_iteration=1.0, val_sec_per_iteration=0.0,
-                          final_validation_s=10.0, iterations_done=0)
-    planned = plan.planned_iterations
-    # at 98 % of the schedule the lr is ~0; faster iterations than planned leave time, but the plan is not stretched
-    assert lr_at(plan, planned - 2) < 1e-2 * 0.01
-    assert late.replan(planned - 2, measured_sec_per_iteration=0.01).planned_iterations == planned
-    # earlier in the schedule the same time left is used
-    assert late.replan(planned // 2, measured_sec_per_iteration=0.01).planned_iterations > planned
+def test_clock_schedule_follows_the_share_of_training_time():
+    """The lr is a function of the elapsed share of the training time: slow steps cost iterations, not the shape;
+    the run ends when one more step would not leave the reserve inside the budget."""
+    clock = ClockSchedule(lr=1e-2, schedule="warmup_cosine", budget_s=100.0, warmup_fraction=0.05, max_val_iters=50)
+    clock.begin(10.0)                                    # 10 s of set-up before training
+    clock.set_final_validation({"num_cases": 2}, 8.0)
+    clock.record_epoch_end(2.0)
+    assert clock.reserve_s == pytest.approx(10.0) and clock.training_s == pytest.approx(80.0)
+    assert clock.learning_rate(0, 10.0) == pytest.approx(1e-2 / 11)       # warm-up starts at 1/11 of the peak
+    assert clock.learning_rate(0, 14.0) == pytest.approx(1e-2)             # 5 % of 80 s: the peak
+    assert clock.learning_rate(0, 50.0) == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 36 / 76)))
+    for _ in range(30):
+        clock.record_step(0.5)
+    clock.record_step(30.0)                               # one very slow step barely moves the estimate
+    assert clock.sec_per_iteration == pytest.approx(0.5)
+    assert not clock.run_done(3, 89.0) and clock.run_done(3, 89.6)        # 89.6 + 0.5 + 10 >= 100
+    assert clock.learning_rate(0, 89.6) < 1e-2 * 1e-3                       # the cosine is at its end
+    assert clock.learning_rate(0, 60.0) < 1e-2 * 1e-3, "the lr never goes back up"
+    # epochs last a share of the training time (at least 20 s) and end early when the run must end
+    assert clock.epoch_s == pytest.approx(20.0)
+    assert not clock.epoch_done(10, 19.0, 40.0) and clock.epoch_done(10, 20.0, 40.0)
+    assert clock.epoch_done(1, 0.5, 89.6)
+    assert clock.val_iterations(40) == 8 and clock.val_iterations(1) == 1
+    restored = schedule_from_json(json.loads(json.dumps(clock.to_json())))
+    assert isinstance(restored, ClockSchedule) and restored.to_json() == clock.to_json()
+    # a legacy plan (before the clock schedule) still resumes
+    legacy = schedule_from_json({"budget_s": None, "planned_iterations": 8, "iters_per_epoch": 1,
+                                 "val_iters_per_epoch": 1, "warmup_iterations": 0, "schedule": "warmup_cosine",
+                                 "lr": 0.01, "fixed": True, "iteration": 3})
+    assert isinstance(legacy, IterationSchedule) and legacy.iteration == 3
+    run_clock = RunClock(elapsed_s=50.0)
+    assert 50.0 <= run_clock.elapsed_s < 51.0
 
 
 def test_bf16_only_where_the_cpu_has_it_natively():
@@ -139,13 +173,14 @@ def test_budget_run_ends_in_time_with_usable_checkpoint(roots):
     log = (fold / "training_log.txt").read_text()
     assert "plan: budget 60s" in log and "iterations" in log and "schedule warmup_cosine" in log
     plan = json.loads((fold / "budget_plan.json").read_text())
+    assert plan["kind"] == "clock" and plan["final_validation_measured_s"] is not None
     hp = json.loads((fold / "hyperparameters.json").read_text())
     assert hp["recipe"]["name"] == "short_budget" and hp["config"]["optimizer"] == "adamw"
     assert hp["precision"] == choose_precision("auto", torch.device("cpu"))
     metrics = read_metrics(fold)
-    assert len(metrics) >= 1 and plan["iteration"] >= plan["iters_per_epoch"] > 1
+    assert len(metrics) >= 1 and plan["iteration"] > len(metrics)
     ckpt = torch.load(fold / "checkpoint_final.pth", weights_only=True)
-    assert ckpt["budget_plan"]["planned_iterations"] >= ckpt["budget_plan"]["iteration"] - 1
+    assert ckpt["budget_plan"]["kind"] == "clock" and ckpt["budget_plan"]["progress"] > 0.9
     from suprem_auto.networks import build_network
 
     net = build_network(ckpt["architecture"], 1, 3, deep_supervision=False)
@@ -239,7 +274,8 @@ def test_short_budget_recipe_picks_width_from_its_table(monkeypatch, tmp_path):
 
 
 def test_width_and_patch_reach_the_results_plans_and_threads_are_recorded(roots):
-    """Prediction reads the results folder's plans: they must hold the network and the patch the run trained on."""
+    """Prediction reads the results folder's plans (written from ``effective_plans`` when a training starts): they
+    must hold the network and the patch the run trained on."""
     threads = torch.get_num_threads()
     trainer = build_trainer(4, "3d_fullres", 3, roots, overrides={"network_width": 2.0, "num_workers": 1,
                                                                   "num_threads": 1, "patch_size": [16, 16, 16]},
@@ -251,7 +287,7 @@ def test_width_and_patch_reach_the_results_plans_and_threads_are_recorded(roots)
         torch.set_num_threads(threads)
     widths = trainer.architecture["kwargs"]["features_per_stage"]
     assert widths == [8, 16, 32]
-    results_plans = json.loads((trainer.fold_dir.parent / "plans.json").read_text())
+    results_plans = trainer.effective_plans()
     assert results_plans["configurations"]["3d_fullres"]["architecture"]["kwargs"]["features_per_stage"] == widths
     assert results_plans["configurations"]["3d_fullres"]["patch_size"] == [16, 16, 16]
     assert trainer.hyperparameters()["compute_threads"] == 1 and trainer.hyperparameters()["num_workers"] == 1

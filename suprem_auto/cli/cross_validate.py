@@ -75,9 +75,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         result = cross_validate(roots, args.dataset, runs_from_args(args), folds=args.folds,
                                 overrides=overrides_from_args(args),
                                 weights_dir=Path(args.weights_dir) if args.weights_dir else None,
-                                device=args.device, train=not args.gather_only, num_processes=args.num_processes)
+                                device=args.device, train=not args.gather_only, num_processes=args.num_processes,
+                                recipe=args.recipe)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {getattr(exc, 'summary', exc)}", file=sys.stderr)  # a data worker's traceback: in its log
         return 1
     print(f"best configuration: {result.recipe['best']} (foreground mean Dice "
           f"{result.recipe['best_foreground_dice']:.4f})")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -24,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model (give -m, or -d and -c)")
     model.add_argument("-m", "--model_folder", default=None,
                        help="trained model folder <trainer>__<plans>__<configuration> holding plans.json, "
-                            "dataset.json and fold_<k>/")
+                            "dataset.json and fold_<k>/ (ours or nnU-Net v2's), or a model zip from "
+                            "suprem_export_model (checked, then unpacked to a temporary folder)")
     model.add_argument("-d", "--dataset", default=None,
                        help="dataset id or name; the model folder is <results>/<DatasetXXX_Name>/<trainer>__<plans>__<config>")
     model.add_argument("-c", "--configuration", default=None, help="configuration, e.g. 3d_fullres (with -d)")
@@ -49,8 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="device (default auto: cuda, then mps, then cpu)")
     run.add_argument("--tile_batch_size", type=int, default=None,
                      help="sliding-window tiles per forward pass (default: 8 for small patches, fewer for large ones)")
-    run.add_argument("--cpu_bf16", action="store_true", help="bf16 autocast on CPU. Measure first: on the 2-core AVX2-only EPYC used for development (no native bf16) a "
-                          "plain_unet forward was ~100x SLOWER than fp32 (see benchmarks/RESULTS.md)")
+    run.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                     help="autocast of the network: auto (as training: bf16 on a CPU with native bf16, e.g. AVX-512 "
+                          "BF16 or AMX; fp16 on CUDA; else fp32), or force fp32 / bf16 / fp16 (CUDA only). Forced "
+                          "bf16 on a CPU without native bf16 is emulated and ~100x slower (benchmarks/RESULTS.md)")
+    run.add_argument("--cpu_bf16", action="store_true", help="same as --precision bf16 (kept for old commands)")
     run.add_argument("--postprocessing", default=None,
                      help="postprocessing JSON to apply (default: the model folder's postprocessing.json if present)")
     run.add_argument("--disable_postprocessing", action="store_true",
@@ -77,23 +82,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from suprem_auto.dataset import DatasetError
     from suprem_auto.inference.predictor import ModelFolderError, Predictor
+    from suprem_auto.sharing import opened_model
 
+    stack = ExitStack()  # a model zip is unpacked to a temporary folder removed at the end
     try:
-        model_folder = resolve_model_folder(args)
+        model_folder = stack.enter_context(opened_model(resolve_model_folder(args)))
         folds: Optional[List[str]] = args.folds
-        predictor = Predictor.from_model_folder(
+        from suprem_auto.interop.nnunet import is_nnunet_model_folder, nnunet_predictor
+        build = nnunet_predictor if is_nnunet_model_folder(model_folder) else Predictor.from_model_folder
+        predictor = build(
             model_folder, folds=folds, checkpoint_name=args.checkpoint,
             configuration=args.configuration if args.model_folder else None,
             use_postprocessing=not args.disable_postprocessing, postprocessing_file=args.postprocessing,
             use_mirroring=not args.disable_tta,
             step_size=args.step_size, device=args.device, tile_batch_size=args.tile_batch_size,
-            progress=not args.disable_progress_bar, cpu_bf16=args.cpu_bf16)
+            progress=not args.disable_progress_bar, precision="bf16" if args.cpu_bf16 else args.precision)
         report = predictor.predict_files(args.input, args.output, save_probabilities=args.save_probabilities,
                                          continue_prediction=args.continue_prediction, num_parts=args.num_parts,
                                          part_id=args.part_id)
     except (ModelFolderError, DatasetError, FileNotFoundError, ValueError) as exc:
         print(f"suprem_predict: {exc}", file=sys.stderr)
         return 2
+    finally:
+        stack.close()
     print(f"suprem_predict: {len(report.written)} written, {len(report.skipped)} skipped, "
           f"{len(report.failed)} failed in {report.seconds:.1f} s -> {args.output}")
     if report.failed:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -18,7 +19,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train one cross-validation fold. Positional forms: DATASET FOLD (configuration 3d_fullres) "
                     "or DATASET CONFIGURATION FOLD. Multi-GPU: torchrun --nproc_per_node N -m "
-                    "suprem_auto.cli.train ...",
+                    "suprem_auto.cli.train ...\n\n"
+                    "Runs and fold folders: a training without --c is a new run; everything an earlier run left in "
+                    "fold_<k>/ (checkpoints, logs, validation) is first moved to fold_<k>/previous_runs/<timestamp>/, "
+                    "nothing is deleted. The run's id is in fold_<k>/run.json and in every checkpoint; --c resumes "
+                    "only a checkpoint of that run. One process per fold: a second suprem_train on the same fold "
+                    "stops at once naming fold_<k>/train.lock and the PID holding it (the lock of a killed process is "
+                    "taken over). The fold keeps the plans it trained with (fold_<k>/plans.json); the model folder's "
+                    "plans.json, which prediction uses for all folds, is never changed under folds that trained with "
+                    "it: a run with other plans (e.g. --patch_size) is refused.",
         epilog="trainers (-tr):\n" + describe_trainers())
     parser.add_argument("positional", nargs="+", metavar="DATASET [CONFIGURATION] FOLD",
                         help="dataset id or name; configuration (default 3d_fullres); fold 0-4 or 'all'")
@@ -29,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="initialise from a zoo name or a checkpoint file (SuPreM or suprem_train output)")
     parser.add_argument("--weights_dir", default=None, help="folder holding downloaded zoo weights")
     parser.add_argument("--c", dest="continue_training", action="store_true",
-                        help="continue from the newest checkpoint of this fold (final, latest, best)")
+                        help="continue the fold's run from its newest checkpoint (final, latest, best; only checkpoints of the "
+                             "run in fold_<k>/run.json); without one, a new run starts")
     parser.add_argument("--val", dest="validation_only", action="store_true",
                         help="only run the final validation with checkpoint_final.pth")
     parser.add_argument("--npz", action="store_true", help="also save validation probabilities (.npz)")
@@ -45,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    started = time.monotonic()  # a --budget covers the command from here, its imports included
     parser = build_parser()
     args = parser.parse_args(argv)
     if len(args.positional) == 2:
@@ -53,7 +64,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         dataset, configuration, fold = args.positional
     else:
         parser.error("expected DATASET FOLD or DATASET CONFIGURATION FOLD")
+    from suprem_auto.training.data.workers import DataWorkerError
     from suprem_auto.training.run import build_trainer, train_fold
+    from suprem_auto.training.run_folder import FoldBusyError
 
     try:
         trainer = build_trainer(dataset, configuration, fold, roots_from_args(args), trainer_name=args.trainer,
@@ -61,12 +74,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 weights_dir=Path(args.weights_dir) if args.weights_dir else None,
                                 device=args.device, overrides=overrides_from_args(args), recipe=args.recipe,
                                 reuse_run_config=args.continue_training or args.validation_only)
+        trainer.clock.continue_from(time.monotonic() - started)
         train_fold(trainer, pretrained=args.pretrained,
                    weights_dir=Path(args.weights_dir) if args.weights_dir else None,
                    continue_training=args.continue_training, validation_only=args.validation_only,
                    run_validation=not args.no_final_validation, save_probabilities=args.npz)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, FoldBusyError) as exc:
         print(f"suprem_train: error: {exc}", file=sys.stderr)
+        return 2
+    except DataWorkerError as exc:
+        print(f"suprem_train: error: {exc.summary} (the worker's traceback is in training_log.txt)", file=sys.stderr)
         return 2
     return 0
 

@@ -44,22 +44,27 @@ class CrossValidationResult:
 
 def train_missing_folds(roots: Roots, dataset: str, run: RunSpec, folds: Sequence[int],
                         overrides: Dict[str, Any], weights_dir: Optional[Path], device: str,
-                        save_probabilities: bool) -> Path:
-    """Train every fold of ``run`` that has no final validation yet; returns the model folder."""
+                        save_probabilities: bool, recipe: str = "auto") -> Path:
+    """Train every fold of ``run`` that has no final validation yet; returns the model folder. A fold with a
+    checkpoint of its run is resumed (or only validated when its final checkpoint exists); skipped folds are not
+    written to. ``recipe`` is ``suprem_train --recipe`` (auto, short, trainer)."""
     from suprem_auto.training import checkpointing
     from suprem_auto.training.run import build_trainer, train_fold
+    from suprem_auto.training.run_folder import run_checkpoint
 
     model_dir: Optional[Path] = None
     for fold in folds:
         trainer = build_trainer(dataset, run.configuration, fold, roots, trainer_name=run.trainer,
                                 plans_name=run.plans_name, pretrained=run.pretrained, weights_dir=weights_dir,
-                                device=device, overrides=overrides, run_tag=run.tag, reuse_run_config=True)
+                                device=device, overrides=overrides, run_tag=run.tag, reuse_run_config=True,
+                                recipe=recipe)
         model_dir = trainer.fold_dir.parent
         if fold_is_finished(model_dir, fold):
             print(f"[crossval] {model_dir.name} fold {fold}: already finished, skipped")
             continue
-        resume = checkpointing.newest_checkpoint(trainer.fold_dir) is not None
-        validation_only = (trainer.fold_dir / checkpointing.FINAL).is_file()
+        fold_dir = trainer.fold_dir
+        resume = fold_dir.is_dir() and run_checkpoint(fold_dir) is not None
+        validation_only = resume and run_checkpoint(fold_dir, (checkpointing.FINAL,)) is not None
         train_fold(trainer, pretrained=None if resume else run.pretrained, weights_dir=weights_dir,
                    continue_training=resume and not validation_only, validation_only=validation_only,
                    save_probabilities=save_probabilities)
@@ -85,8 +90,10 @@ def _pairs(models: Sequence[ModelCrossValidation], folds: Sequence[int]):
 
 def cross_validate(roots: Roots, dataset: str, runs: Sequence[RunSpec], folds: Sequence[int] = (0, 1, 2, 3, 4),
                    overrides: Optional[Dict[str, Any]] = None, weights_dir: Optional[Path] = None,
-                   device: str = "auto", train: bool = True, num_processes: int = 1) -> CrossValidationResult:
-    """Train (unless ``train=False``), gather, compare, decide post-processing, write the recipe and report."""
+                   device: str = "auto", train: bool = True, num_processes: int = 1,
+                   recipe: str = "auto") -> CrossValidationResult:
+    """Train (unless ``train=False``), gather, compare, decide post-processing, write the recipe and report.
+    ``recipe`` reaches every training as ``suprem_train --recipe`` does."""
     pre_dataset = find_dataset_folder(roots.preprocessed, dataset)
     dataset_json = load_json(pre_dataset / "dataset.json")
     labels = parse_labels(dataset_json, pre_dataset / "dataset.json")
@@ -99,7 +106,7 @@ def cross_validate(roots: Roots, dataset: str, runs: Sequence[RunSpec], folds: S
     for run in runs:
         if train:
             model_dirs.append(train_missing_folds(roots, dataset, run, folds, overrides or {}, weights_dir, device,
-                                                  save_probabilities=True))
+                                                  save_probabilities=True, recipe=recipe))
         else:
             from suprem_auto.training.run import output_folder, default_trainer_name
 

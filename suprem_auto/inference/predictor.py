@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from suprem_auto.dataset import LabelSpec, parse_labels
 from suprem_auto.imageio import read_images
-from suprem_auto.inference.cases import CaseInputs, InputCase, find_input_cases
+from suprem_auto.inference.cases import CaseInputs, InputCase, check_outputs_spare_inputs, find_input_cases
+from suprem_auto.inference.intensity_check import intensity_warnings
 from suprem_auto.inference.export import probabilities_path, segmentation_path, write_case
-from suprem_auto.inference.sliding_window import DeviceLike, predict_sliding_window, resolve_device
+from suprem_auto.inference.sliding_window import DeviceLike, predict_sliding_window, resolve_device, resolve_precision
 from suprem_auto.networks import build_network
 from suprem_auto.planning import load_plans
 from suprem_auto.preprocessing import preprocess_case, probabilities_to_segmentation, revert_probabilities
@@ -71,7 +72,8 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or unsafe files
-        raise ModelFolderError(f"{path}: not a loadable checkpoint ({str(exc).splitlines()[0][:200]})") from None
+        from suprem_auto.pretrained.checkpoint_io import checkpoint_load_error
+        raise ModelFolderError(str(checkpoint_load_error(path, exc))) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("network_weights"), dict):
         raise ModelFolderError(f"{path}: checkpoint lacks 'network_weights'")
     return checkpoint
@@ -111,7 +113,7 @@ class Predictor:
                  fold_weights: Optional[Sequence[StateDict]] = None, mirror_axes: Optional[Sequence[int]] = None,
                  use_mirroring: bool = True, step_size: float = 0.5, device: DeviceLike = "auto",
                  tile_batch_size: Optional[int] = None, progress: bool = True, cpu_bf16: bool = False,
-                 postprocessing: Optional[Dict[str, Any]] = None) -> None:
+                 postprocessing: Optional[Dict[str, Any]] = None, precision: str = "auto") -> None:
         if configuration not in plans.get("configurations", {}):
             known = ", ".join(plans.get("configurations", {})) or "none"
             raise ModelFolderError(f"plans have no configuration '{configuration}' (known: {known})")
@@ -133,7 +135,8 @@ class Predictor:
         self.step_size = step_size
         self.tile_batch_size = tile_batch_size or default_tile_batch_size(self.patch_size, self.device)
         self.progress = progress
-        self.cpu_bf16 = cpu_bf16
+        # auto: bf16 on a CPU with native bf16 (the training's detection), fp16 on CUDA, else fp32; cpu_bf16 = bf16
+        self.precision = resolve_precision(precision, self.device, cpu_bf16)
         self.postprocessing = postprocessing
         self.file_ending = dataset_json.get("file_ending", ".nii.gz")
 
@@ -147,7 +150,8 @@ class Predictor:
         None) and ``postprocessing.json`` (when present and ``use_postprocessing``; ``postprocessing_file`` names
         another one, e.g. the cross-validation's) from a results folder.
 
-        ``options`` go to the constructor (``use_mirroring``, ``step_size``, ``device``, ``tile_batch_size``, ...).
+        ``options`` go to the constructor (``use_mirroring``, ``step_size``, ``device``, ``tile_batch_size``,
+        ``precision``: auto / fp32 / bf16 / fp16, ...).
         """
         folder = Path(model_folder)
         if not folder.is_dir():
@@ -221,7 +225,7 @@ class Predictor:
                 logits = predict_sliding_window(self.network, tensor, self.patch_size, self.num_outputs,
                                                 step=self.step_size, mirror_axes=self.mirror_axes,
                                                 tile_batch_size=self.tile_batch_size, device=self.device,
-                                                progress=self.progress, cpu_bf16=self.cpu_bf16)
+                                                progress=self.progress, precision=self.precision)
                 probs = self._to_probabilities(logits)
                 total = probs if total is None else total.add_(probs)
             assert total is not None
@@ -256,6 +260,8 @@ class Predictor:
     def read_case(self, files: Sequence[PathLike]) -> Tuple[np.ndarray, Dict[str, Any], Dict[str, Any]]:
         """Read and preprocess one case: (preprocessed data, preprocessing props, read props)."""
         images, props = read_images(files, reorient_to_ras=bool(self.plans.get("reorient_to_ras", False)))
+        for line in intensity_warnings(images, files, self.plans, self.configuration):
+            logger.warning(line)
         data, pprops = self.preprocess(images, props)
         return data, pprops, props
 
@@ -277,9 +283,10 @@ class Predictor:
             raise ValueError(f"part_id must be in [0, {num_parts}), got {part_id}")
         start = time.perf_counter()
         output_folder = Path(output_folder)
-        output_folder.mkdir(parents=True, exist_ok=True)
         report = PredictionReport()
         cases = find_input_cases(inputs, self.num_channels)[part_id::num_parts]
+        check_outputs_spare_inputs(cases, output_folder, self.file_ending, save_probabilities)
+        output_folder.mkdir(parents=True, exist_ok=True)
         todo: List[InputCase] = []
         for case in cases:
             seg_path = segmentation_path(output_folder, case.case_id, self.file_ending)

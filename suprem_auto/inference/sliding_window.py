@@ -88,11 +88,26 @@ def resolve_device(device: DeviceLike = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _autocast(device: torch.device, cpu_bf16: bool) -> ContextManager:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    if device.type == "cpu" and cpu_bf16:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+def resolve_precision(precision: Optional[str], device: torch.device, cpu_bf16: bool = False) -> str:
+    """The autocast precision of a prediction: ``auto`` detects as training does (``training/precision.py``: CUDA
+    fp16, CPU bf16 where native, else fp32); ``None`` keeps this function's former default (CUDA fp16, CPU fp32, or
+    bf16 with ``cpu_bf16``); ``fp32``/``bf16``/``fp16`` force."""
+    from suprem_auto.training.precision import inference_precision
+
+    if precision is None:
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if cpu_bf16 and device.type == "cpu" else "fp32"
+    if cpu_bf16 and precision == "auto" and device.type == "cpu":
+        precision = "bf16"
+    return inference_precision(precision, device)
+
+
+def _autocast(device: torch.device, precision: str) -> ContextManager:
+    if precision == "fp16":
+        return torch.autocast(device.type, dtype=torch.float16)
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -148,7 +163,7 @@ def _predict_tiles(network: nn.Module, tiles: torch.Tensor, combos: List[Tuple[i
 
 def _accumulate(network: nn.Module, data: torch.Tensor, patch: Sequence[int], num_outputs: int, step: float,
                 combos: List[Tuple[int, ...]], tile_batch_size: int, device: torch.device, store: torch.device,
-                cpu_bf16: bool, progress: bool, two_d: bool) -> torch.Tensor:
+                precision: str, progress: bool, two_d: bool) -> torch.Tensor:
     padded, crop = _pad_to_patch(data, patch)
     shape = padded.shape[1:]
     acc_dtype = torch.float16 if store.type == "cuda" else torch.float32
@@ -163,7 +178,7 @@ def _accumulate(network: nn.Module, data: torch.Tensor, patch: Sequence[int], nu
     with tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress, leave=False) as bar:
         for batch in _batches(tiles, tile_batch_size):
             x = torch.stack([padded[(slice(None), *s)] for s in batch])
-            with _autocast(device, cpu_bf16):
+            with _autocast(device, precision):
                 y = _predict_tiles(network, x, combos, two_d)
             if y.shape[1] != num_outputs:
                 raise ValueError(f"network gives {y.shape[1]} output channels, expected {num_outputs}")
@@ -181,14 +196,15 @@ def _accumulate(network: nn.Module, data: torch.Tensor, patch: Sequence[int], nu
 def predict_sliding_window(network: nn.Module, data: torch.Tensor, patch_size: Sequence[int], num_outputs: int,
                            step: float = 0.5, mirror_axes: Optional[Sequence[int]] = (0, 1, 2),
                            tile_batch_size: int = 1, device: DeviceLike = "auto", progress: bool = True,
-                           cpu_bf16: bool = False) -> torch.Tensor:
+                           cpu_bf16: bool = False, precision: Optional[str] = None) -> torch.Tensor:
     """Averaged logits ``(num_outputs, z, y, x)`` (float32, CPU) of ``network`` over the ``(c, z, y, x)`` volume.
 
     ``patch_size`` has 3 sizes (3D network) or 2 (2D network fed ``(b, c, y, x)`` slices along axis 0).
     ``mirror_axes`` are spatial axes of the patch (``None`` or ``()`` disables test-time mirroring).
     Accumulation happens on ``device`` (fp16 on CUDA, fp32 elsewhere) and moves to CPU memory if the device
-    runs out. Mixed precision is used on CUDA; ``cpu_bf16`` enables bf16 autocast on CPU. The network must be on
-    ``device`` and in eval mode.
+    runs out. ``precision`` (:func:`resolve_precision`): ``auto`` = bf16 autocast on a CPU with native bf16, fp16 on
+    CUDA, else fp32; ``None`` = fp16 on CUDA and fp32 on CPU unless ``cpu_bf16``. The network must be on ``device``
+    and in eval mode.
     """
     if data.ndim != 4:
         raise ValueError(f"expected data of shape (c, z, y, x), got {tuple(data.shape)}")
@@ -203,13 +219,14 @@ def predict_sliding_window(network: nn.Module, data: torch.Tensor, patch_size: S
     if two_d:
         combos = [tuple(a + 1 for a in c) for c in combos]
     device = resolve_device(device)
+    precision = resolve_precision(precision, device, cpu_bf16)
     data = data.float()
     args = (network, data, patch, num_outputs, step, combos, max(1, int(tile_batch_size)), device)
     if device.type != "cpu":
         try:
-            return _accumulate(*args, store=device, cpu_bf16=cpu_bf16, progress=progress, two_d=two_d)
+            return _accumulate(*args, store=device, precision=precision, progress=progress, two_d=two_d)
         except torch.OutOfMemoryError:
             logger.warning("%s ran out of memory; accumulating the sliding window in CPU memory", device)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    return _accumulate(*args, store=torch.device("cpu"), cpu_bf16=cpu_bf16, progress=progress, two_d=two_d)
+    return _accumulate(*args, store=torch.device("cpu"), precision=precision, progress=progress, two_d=two_d)

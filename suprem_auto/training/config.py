@@ -47,6 +47,7 @@ class TrainingConfig:
     budget_s: Optional[float] = None        # wall-time budget (training/budget.py); None: epochs as configured
     iterations: Optional[int] = None        # fixed number of iterations laid out like a budget
     warmup_fraction: float = 0.05           # warm-up share of a budgeted run (warmup_cosine)
+    val_on_train: bool = False              # fold 'all': run the final validation (on the training cases) anyway
 
     def replace(self, **changes: Any) -> "TrainingConfig":
         """A copy with some fields changed (unknown names raise a clear error)."""
@@ -103,9 +104,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                        help="no mirroring, neither as augmentation nor at inference (test-time)")
     group.add_argument("--patch_size", default=None, help="patch size ZxYxX, e.g. 40x56x40 (default: the plans')")
     group.add_argument("--budget", default=None,
-                       help="wall-time budget (90s, 40m, 6h, 1h30m): iterations, schedule and validation share are "
-                            "planned to end within it, final validation included; picks the short-budget recipe "
-                            "(--recipe) unless overridden")
+                       help="wall-time budget (90s, 40m, 6h, 1h30m): the lr schedule follows the elapsed share of the "
+                            "training time, the budget is checked every iteration and the final validation's measured "
+                            "cost is reserved, so the run ends within it; picks the short-budget recipe (--recipe) "
+                            "unless overridden")
+    group.add_argument("--val_on_train", action="store_true",
+                       help="fold 'all': still run the final validation, although its cases are the training cases "
+                            "(off by default: it tells nothing about new cases)")
     group.add_argument("--recipe", default="auto", choices=["auto", "short", "trainer"],
                        help="with --budget/--iterations: auto/short = the measured short-budget recipe for the "
                             "default trainer (explicit flags still win); trainer = keep the trainer's own recipe")
@@ -138,6 +143,8 @@ def overrides_from_args(args: argparse.Namespace) -> Dict[str, Any]:
         changes["mirror_axes"] = None
     if getattr(args, "no_mirroring", False):
         changes["mirror_axes"] = None
+    if getattr(args, "val_on_train", False):
+        changes["val_on_train"] = True
     if getattr(args, "compile", False):
         changes["compile"] = True
     if getattr(args, "patch_size", None):

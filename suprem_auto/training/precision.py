@@ -1,4 +1,5 @@
-"""Numeric precision and memory format of the training step: bf16 autocast only where the CPU does it natively."""
+"""Numeric precision and memory format of the training step and of inference: bf16 autocast only where the CPU does
+it natively (one detection for both)."""
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -54,6 +55,22 @@ def choose_precision(requested: str, device: torch.device, flags: Optional[Itera
     flags = read_cpu_flags() if flags is None else flags
     supported = torch_cpu_bf16_supported() if torch_supported is None else torch_supported
     return "bf16" if native_cpu_bf16(flags, supported) else "fp32"
+
+
+INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def inference_precision(requested: str, device: torch.device, flags: Optional[Iterable[str]] = None,
+                        torch_supported: Optional[bool] = None) -> str:
+    """``"bf16"``, ``"fp16"`` or ``"fp32"`` for prediction: ``auto`` is what training picks (CUDA: fp16; CPU: bf16
+    where native, else fp32; other devices: fp32); ``fp16`` only on CUDA."""
+    if requested not in INFERENCE_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got '{requested}'")
+    if requested == "fp16":
+        if device.type != "cuda":
+            raise ValueError(f"precision fp16 needs a CUDA device, not {device.type} (use bf16 or fp32)")
+        return "fp16"
+    return choose_precision(requested, device, flags, torch_supported)
 
 
 def autocast_context(precision: str, device: torch.device) -> ContextManager:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
-from suprem_auto.utils.atomic import atomic_path, atomic_write
+from suprem_auto.utils.atomic import append_line, atomic_path, atomic_write
 
 
 class RunLog:
@@ -28,14 +28,15 @@ class RunLog:
     def metrics_path(self) -> Path:
         return self.fold_dir / "metrics.jsonl"
 
-    def message(self, text: str) -> None:
-        """Print a line and append it, time-stamped, to training_log.txt."""
+    def message(self, text: str, echo: Optional[bool] = None) -> None:
+        """Print a line (unless ``echo`` is False, or None and the log does not echo) and append it, time-stamped,
+        to training_log.txt as whole lines (a kill never leaves a half line glued to the next)."""
         if not self.enabled:
             return
-        if self.echo:
+        if self.echo if echo is None else echo:
             print(text, flush=True)
-        with open(self.text_path, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {text}\n")
+        stamp = time.strftime('%Y-%m-%d %H:%M:%S')
+        append_line(self.text_path, "\n".join(f"{stamp}: {line}" for line in text.splitlines() or [""]))
 
     def restore(self, history: List[Dict[str, Any]]) -> None:
         """On resume: keep exactly the epochs of the checkpoint (drops lines of a lost, unfinished epoch)."""
@@ -50,8 +51,7 @@ class RunLog:
         self.history.append(dict(record))
         if not self.enabled:
             return
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.metrics_path, json.dumps(record))
         dice = ", ".join(f"{d:.4f}" if d == d else "nan" for d in record["pseudo_dice"])
         self.message(f"epoch {record['epoch']}: train_loss {record['train_loss']:.4f} val_loss "
                      f"{record['val_loss']:.4f} pseudo-Dice [{dice}] ema {record['ema_pseudo_dice']:.4f} "

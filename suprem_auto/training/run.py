@@ -1,7 +1,6 @@
 """Python API behind ``suprem_train``: resolve folders, build the trainer, train / resume / validate one fold."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -9,9 +8,12 @@ import torch
 
 from suprem_auto.paths import Roots
 from suprem_auto.training import checkpointing, ddp
+from suprem_auto.training.data.workers import DataWorkerError
+from suprem_auto.training.model_folder import check_shared_file, record_plans
 from suprem_auto.training.registry import DEFAULT_TRAINER, resolve_trainer, trainer_for_backbone
 from suprem_auto.training.trainers.base import BaseTrainer
-from suprem_auto.utils.atomic import atomic_write_json, load_json
+from suprem_auto.training.run_folder import FoldLock, adopt_run, read_run, run_checkpoint, start_new_run
+from suprem_auto.utils.atomic import load_json, remove_stale_temp_files
 
 DEFAULT_PLANS = "suprem_plans"
 
@@ -120,7 +122,8 @@ def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int,
                   overrides: Optional[Dict[str, Any]] = None, echo: bool = True,
                   trainer_class: Optional[type] = None, run_tag: Optional[str] = None,
                   recipe: str = "auto", reuse_run_config: bool = False) -> BaseTrainer:
-    """Create (not yet initialise) the trainer for one fold; copies plans/dataset files into the results folder.
+    """Create (not yet initialise) the trainer for one fold; writes nothing (:func:`train_fold` records the plans
+    when a training starts).
 
     ``trainer_class`` replaces the registered class (same config), e.g. for a subclass with extra hooks;
     ``run_tag`` is appended to the folder's trainer part (``<trainer>-<tag>__<plans>__<configuration>``).
@@ -161,38 +164,72 @@ def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int,
     trainer.recipe = ({"name": "short_budget", "changes": recipe_changes,
                        "overridden_by_flags": sorted(set(recipe_changes) & set(overrides))}
                       if recipe_changes else None)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "plans.json", trainer.effective_plans())
-        atomic_write_json(out / "dataset.json", dataset_json)
-        fingerprint = pre_dataset / "dataset_fingerprint.json"
-        if fingerprint.is_file():
-            shutil.copyfile(fingerprint, out / "dataset_fingerprint.json")
     return trainer
 
 
 def train_fold(trainer: BaseTrainer, pretrained: Optional[str] = None, weights_dir: Optional[Path] = None,
                continue_training: bool = False, validation_only: bool = False, run_validation: bool = True,
                save_probabilities: bool = False) -> Optional[Dict[str, Any]]:
-    """Train (or resume, or only validate) and run the final validation; returns its summary (rank 0)."""
+    """Train (or resume, or only validate) and run the final validation; returns its summary (rank 0).
+
+    Holds the fold folder's lock throughout (a second process on the same fold gets :class:`FoldBusyError`).
+    A training without ``continue_training`` is a new run: what an earlier run left is moved to
+    ``previous_runs/<timestamp>/``. ``continue_training`` resumes only a checkpoint of the fold's current run."""
     if pretrained is not None and continue_training:
         raise ValueError("-pretrained cannot be combined with --c (the checkpoint already holds the weights)")
+    if validation_only and not (trainer.fold_dir / checkpointing.FINAL).is_file():
+        raise FileNotFoundError(f"{trainer.fold_dir / checkpointing.FINAL}: --val needs a finished training")
+    lock = FoldLock(trainer.fold_dir) if trainer.dist.is_main else None
     try:
+        if lock is not None:
+            lock.acquire()
+            remove_stale_temp_files(trainer.fold_dir, recursive=True)
+        if not validation_only and trainer.dist.is_main:
+            _prepare_run(trainer, continue_training)
         trainer.initialize()
+        ddp.barrier(trainer.dist)
         if validation_only:
-            final = trainer.fold_dir / checkpointing.FINAL
-            if not final.is_file():
-                raise FileNotFoundError(f"{final}: --val needs a finished training (checkpoint_final.pth)")
+            final = run_checkpoint(trainer.fold_dir, (checkpointing.FINAL,))
+            if final is None:
+                raise FileNotFoundError(f"{trainer.fold_dir / checkpointing.FINAL}: --val needs a finished training "
+                                        f"(checkpoint_final.pth of the fold's run)")
             trainer.load_weights(final)
         else:
-            latest = checkpointing.newest_checkpoint(trainer.fold_dir) if continue_training else None
+            trainer.run_id = read_run(trainer.fold_dir)["run_id"]
+            latest = run_checkpoint(trainer.fold_dir) if continue_training else None
             if latest is not None:
                 trainer.resume(latest)
-            elif continue_training:
-                trainer.log.message("WARNING: --c given but no checkpoint found; starting a new training")
             if latest is None and pretrained is not None:
                 trainer.initialize_from_pretrained(pretrained, weights_dir)
+            trainer.final_validation_planned = run_validation  # a --budget reserves no time for a skipped one
             trainer.run_training()
         return trainer.perform_final_validation(save_probabilities) if run_validation else None
+    except DataWorkerError as exc:
+        trainer.log.message(str(exc), echo=False)  # the worker's traceback, for the one-line CLI message
+        raise
     finally:
+        if lock is not None:
+            lock.release()
         ddp.shutdown_distributed(trainer.dist)
+
+
+def _prepare_run(trainer: BaseTrainer, continue_training: bool) -> None:
+    """Rank 0, under the fold lock: check the plans against the model folder (a conflict changes nothing), decide
+    the run (resume, or new with the earlier run moved aside) and record the plans."""
+    fold_dir = trainer.fold_dir
+    plans = trainer.effective_plans()
+    for name, content in (("plans.json", plans), ("dataset.json", trainer.dataset_json)):
+        check_shared_file(fold_dir.parent, fold_dir, name, content)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    resumable = None
+    if continue_training:
+        adopt_run(fold_dir)
+        resumable = run_checkpoint(fold_dir)
+    if resumable is None:
+        _, moved = start_new_run(fold_dir)
+        if continue_training:
+            trainer.log.message("WARNING: --c given but the fold has no checkpoint of its run; starting a new "
+                                "training")
+        if moved is not None:
+            trainer.log.message(f"the fold's earlier run was moved to {moved}")
+    record_plans(fold_dir, plans, trainer.dataset_json, trainer.preprocessed_dataset / "dataset_fingerprint.json")

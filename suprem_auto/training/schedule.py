@@ -1,7 +1,10 @@
-"""Learning-rate schedules as pure functions of the epoch (so resuming reproduces them exactly)."""
+"""Learning-rate curves as pure functions: of the epoch (nnU-Net style, so resuming reproduces them exactly) and of
+the run's progress, a share in [0, 1] of planned iterations or of the training time (budgeted runs)."""
 from __future__ import annotations
 
 import math
+
+SCHEDULES = ("poly", "warmup_cosine")
 
 
 def poly_lr(base_lr: float, epoch: int, num_epochs: int, exponent: float = 0.9) -> float:
@@ -25,4 +28,24 @@ def lr_for_epoch(schedule: str, base_lr: float, epoch: int, num_epochs: int, pol
         return poly_lr(base_lr, epoch, num_epochs, poly_exponent)
     if schedule == "warmup_cosine":
         return warmup_cosine_lr(base_lr, epoch, num_epochs, warmup_epochs)
-    raise ValueError(f"unknown lr schedule '{schedule}' (known: poly, warmup_cosine)")
+    raise ValueError(f"unknown lr schedule '{schedule}' (known: {', '.join(SCHEDULES)})")
+
+
+def lr_at_progress(schedule: str, base_lr: float, progress: float, warmup_fraction: float = 0.0,
+                   poly_exponent: float = 0.9, first_step: float = 0.0) -> float:
+    """Learning rate at ``progress`` (clipped to [0, 1]) of a run.
+
+    ``warmup_cosine``: linear warm-up over ``warmup_fraction`` from ``base_lr * first_step / (warmup_fraction +
+    first_step)`` (``first_step``: the progress one step makes; with iterations ``1 / N`` this is the per-iteration
+    ``base_lr * (i + 1) / (W + 1)``), then a cosine that reaches 0 at progress 1. ``poly``: ``(1 - progress) **
+    poly_exponent`` (no warm-up).
+    """
+    p = min(1.0, max(0.0, float(progress)))
+    if schedule == "poly":
+        return base_lr * (1.0 - p) ** poly_exponent
+    if schedule != "warmup_cosine":
+        raise ValueError(f"unknown lr schedule '{schedule}' (known: {', '.join(SCHEDULES)})")
+    if p < warmup_fraction:
+        return base_lr * (p + first_step) / (warmup_fraction + first_step)
+    span = max(1e-12, 1.0 - warmup_fraction)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (p - warmup_fraction) / span)))

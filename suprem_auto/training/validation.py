@@ -24,15 +24,16 @@ def validation_inputs(raw_dataset: Optional[Path], case_ids: List[str]) -> Dict[
 def run_final_validation(network: nn.Module, plans: Dict[str, Any], configuration: str, dataset_json: Dict[str, Any],
                          case_ids: List[str], raw_dataset: Optional[Path], gt_folder: Path, output_folder: Path,
                          mirror_axes: Optional[List[int]], save_probabilities: bool = False,
-                         progress: bool = True) -> Dict[str, Any]:
-    """Predict ``case_ids`` into ``output_folder`` and write ``summary.json`` there; returns the summary."""
+                         progress: bool = True, precision: str = "auto") -> Dict[str, Any]:
+    """Predict ``case_ids`` into ``output_folder`` and write ``summary.json`` there; returns the summary.
+    ``precision``: the prediction's autocast (the trainer passes its own: bf16 where the CPU has it natively)."""
     from suprem_auto.dataset import parse_labels
     from suprem_auto.evaluation import evaluate_folder
     from suprem_auto.inference.predictor import Predictor
 
     inputs = validation_inputs(raw_dataset, case_ids)
     predictor = Predictor.from_network(network, plans, configuration, dataset_json, mirror_axes=mirror_axes or (),
-                                       use_mirroring=bool(mirror_axes), progress=progress)
+                                       use_mirroring=bool(mirror_axes), progress=progress, precision=precision)
     report = predictor.predict_files(inputs, output_folder, save_probabilities=save_probabilities)
     if report.failed:
         first = next(iter(report.failed.items()))

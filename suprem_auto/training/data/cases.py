@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set
 
 import numpy as np
 
@@ -66,6 +66,16 @@ def class_presence(folder: Path, case_ids: List[str]) -> Dict[str, Set[int]]:
     return out
 
 
-def list_preprocessed_cases(folder: Path) -> List[str]:
-    """Case IDs with an image array in the folder, sorted."""
-    return sorted(p.name[:-4] for p in Path(folder).glob("*.npy") if not p.name.endswith("_seg.npy"))
+def list_preprocessed_cases(folder: Path, raw_dataset: Optional[Path] = None) -> List[str]:
+    """IDs of the finished cases of the folder (``<case>.json`` is written last and marks one; its arrays must be
+    there too), sorted. With ``raw_dataset`` (a raw folder with a dataset.json) only cases still in it count."""
+    folder = Path(folder)
+    cases = sorted(p.name[:-5] for p in folder.glob("*.json")
+                   if (folder / f"{p.name[:-5]}.npy").is_file() and (folder / f"{p.name[:-5]}_seg.npy").is_file())
+    if raw_dataset is not None and (Path(raw_dataset) / "dataset.json").is_file():
+        from suprem_auto.dataset import load_raw_dataset_folder
+
+        raw_cases = set(load_raw_dataset_folder(raw_dataset).cases)
+        cases = [c for c in cases if c in raw_cases]
+    return cases
+

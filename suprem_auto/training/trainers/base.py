@@ -3,13 +3,17 @@
 Life cycle: ``initialize()`` (network, optimiser, loss) -> optional ``resume()`` / ``initialize_from_pretrained()``
 -> ``run_training()`` (per epoch: ``on_epoch_start``, ``train_step`` x N, ``validation_step`` x M,
 ``on_epoch_end``) -> ``on_train_end()`` -> ``perform_final_validation()``.
+
+``run_training`` is the only loop: the run's schedule (``training/budget.py``: epochs, ``--iterations`` or a
+``--budget`` clock) gives the lr before every step and says when an epoch and the run end.
 """
 from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -17,8 +21,8 @@ from torch import nn
 from tqdm import tqdm
 
 from suprem_auto.dataset import parse_labels
-from suprem_auto.training import augmentation, checkpointing, ddp, precision
-from suprem_auto.training.budget import BudgetClock, BudgetPlan
+from suprem_auto.training import augmentation, checkpointing, ddp, precision, reserve
+from suprem_auto.training.budget import ClockSchedule, RunClock, RunSchedule, schedule_for, schedule_from_json
 from suprem_auto.training.config import TrainingConfig
 from suprem_auto.training.data.cases import PreprocessedCases, class_presence, list_preprocessed_cases
 from suprem_auto.training.data.sampler import PatchSampler
@@ -27,7 +31,6 @@ from suprem_auto.training.loss import DeepSupervisionLoss, DiceCELoss, deep_supe
 from suprem_auto.training.metrics import dice_from_counts, tp_fp_fn
 from suprem_auto.training.optim import apply_learning_rate, build_optimizer
 from suprem_auto.training.progress import RunLog
-from suprem_auto.training.schedule import lr_for_epoch
 from suprem_auto.training.splits import fold_cases, load_or_create_splits
 from suprem_auto.utils.atomic import atomic_write_json
 
@@ -89,9 +92,10 @@ class BaseTrainer:
         self.recipe: Optional[Dict[str, Any]] = None  # short-budget recipe changes applied (recorded only)
         self.precision = "fp32"                          # set by initialize(): fp32, bf16 or fp16
         self.channels_last = False
-        self.budget: Optional[BudgetClock] = None
-        if config.budget_s is not None or config.iterations is not None:
-            self.budget = BudgetClock(None, config.budget_s, config.iterations)
+        self.clock = RunClock()  # a budget's clock starts when the trainer is built
+        self.schedule: Optional[RunSchedule] = None  # from the config when training starts, or restored by resume()
+        self._validation_workload: Optional[reserve.ValidationWorkload] = None
+        self.final_validation_planned = True  # train_fold(run_validation=False) clears it: nothing to reserve
 
     # ----------------------------------------------------------------- set-up hooks
     @property
@@ -201,7 +205,7 @@ class BaseTrainer:
     def split(self) -> "tuple[List[str], List[str]]":
         """(train, val) case IDs of this fold from splits_final.json (created if missing)."""
         data_folder = self.data_folder
-        cases = list_preprocessed_cases(data_folder)
+        cases = list_preprocessed_cases(data_folder, self.raw_dataset)
         if not cases:
             raise FileNotFoundError(f"{data_folder}: no preprocessed cases (run suprem_plan_and_preprocess)")
         presence = class_presence(data_folder, cases)
@@ -290,8 +294,14 @@ class BaseTrainer:
 
     # ----------------------------------------------------------------- epoch hooks
     def learning_rate(self, epoch: int) -> float:
-        c = self.config
-        return lr_for_epoch(c.lr_schedule, c.lr, epoch, c.num_epochs, c.poly_exponent, c.warmup_epochs)
+        """The lr of the next step, as the run's schedule answers it (per epoch, iteration or share of the time)."""
+        return self.ensure_schedule().learning_rate(epoch, self.clock.elapsed_s)
+
+    def ensure_schedule(self) -> RunSchedule:
+        """The run's schedule (epochs, --iterations or --budget), built from the config on first use."""
+        if self.schedule is None:
+            self.schedule = schedule_for(self.config)
+        return self.schedule
 
     def frozen_groups(self, epoch: int) -> List[str]:
         return ["encoder"] if epoch < self.config.freeze_encoder_epochs else []
@@ -300,13 +310,15 @@ class BaseTrainer:
         self.fold_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             atomic_write_json(self.fold_dir / "hyperparameters.json", self.hyperparameters())
-        length = ("epochs planned over the budget" if self.budget is not None
+        budgeted = self.ensure_schedule().budgeted
+        length = ("epochs planned over the budget" if budgeted
                   else f"epochs {self.current_epoch}->{self.config.num_epochs}")
         self.log.message(f"{self.trainer_name}: fold {self.fold}, configuration {self.configuration}, "
                          f"patch {self.patch_size}, batch {self.global_batch_size}, device {self.device} "
                          f"({self.precision}{', channels_last_3d' if self.channels_last else ''}), "
                          f"ranks {self.dist.world_size}, {length}")
-        if self.config.lr_schedule == "warmup_cosine" and self.config.warmup_epochs >= self.config.num_epochs:
+        if (not budgeted and self.config.lr_schedule == "warmup_cosine"
+                and self.config.warmup_epochs >= self.config.num_epochs):
             self.log.message(f"WARNING: warm-up ({self.config.warmup_epochs} epochs) is not shorter than the run "
                              f"({self.config.num_epochs} epochs): the peak lr is never reached (--warmup_epochs)")
 
@@ -336,6 +348,9 @@ class BaseTrainer:
                   "lr": max(g["lr"] for g in self.optimizer.param_groups), "epoch_time_s": epoch_time,
                   "frozen": self.frozen_groups(epoch),
                   "eta_s": self.eta_seconds(epoch, epoch_time)}
+        if self.schedule is not None:  # where the epoch ends on the iteration and time axes
+            record.update(iteration=self.schedule.iteration, elapsed_s=self.clock.elapsed_s,
+                          sec_per_iteration=self.schedule.sec_per_iteration, precision=self.precision)
         self.log.epoch_end(record)
         self.current_epoch = epoch + 1
         if self.best_ema is None or self.ema > self.best_ema:
@@ -345,58 +360,155 @@ class BaseTrainer:
         self.save(checkpointing.LATEST)
 
     def eta_seconds(self, epoch: int, epoch_time: float) -> float:
-        """Seconds left: the budget's time left, else the epochs left at this epoch's time."""
-        if self.budget is not None and self.budget.time_left_s() is not None:
-            return max(0.0, self.budget.time_left_s())
+        """Seconds left: what the schedule says (budget time left, iterations left), else the epochs left at this
+        epoch's time."""
+        left = self.ensure_schedule().time_left_s(epoch, self.clock.elapsed_s)
+        if left is not None:
+            return max(0.0, left)
         return epoch_time * (self.config.num_epochs - epoch - 1)
 
-    def apply_plan_to_config(self) -> None:
-        """Mirror a budget plan into the config (epochs, epoch length) and rewrite hyperparameters.json."""
-        plan = self.budget.plan
-        self.config = self.config.replace(num_epochs=plan.num_epochs, iters_per_epoch=plan.iters_per_epoch,
-                                          val_iters_per_epoch=plan.val_iters_per_epoch, lr_schedule=plan.schedule)
-        if self.dist.is_main:
-            atomic_write_json(self.fold_dir / "hyperparameters.json", self.hyperparameters())
+    def write_schedule(self) -> None:
+        """``budget_plan.json`` in the fold folder (rank 0, --budget / --iterations): the schedule as it stands."""
+        if self.dist.is_main and self.schedule is not None and self.schedule.budgeted:
+            self.schedule.elapsed_s = self.clock.elapsed_s
+            atomic_write_json(self.fold_dir / "budget_plan.json", self.schedule.to_json())
+
+    def final_validation_runs(self) -> bool:
+        """Whether :meth:`perform_final_validation` predicts anything: fold 'all' validates on its own training
+        cases, which says nothing about new cases, so only with ``--val_on_train``."""
+        return str(self.fold) != "all" or bool(self.config.val_on_train)
+
+    def final_validation_workload(self) -> reserve.ValidationWorkload:
+        """What the final validation will predict: the fold's validation cases (preprocessed shapes, original
+        voxels) at the patch it predicts with (``effective_plans``: this run's patch, ``--patch_size`` included),
+        the predictor's tile batch and the test-time mirroring."""
+        from suprem_auto.inference.predictor import default_tile_batch_size
+        from suprem_auto.inference.sliding_window import mirror_combinations
+        from suprem_auto.utils.atomic import load_json
+
+        _, val_cases = self.split()
+        shapes, voxels = [], []
+        for case in val_cases:
+            shape = list(np.load(self.data_folder / f"{case}.npy", mmap_mode="r").shape[1:])
+            props = self.data_folder / f"{case}.json"
+            shapes.append(shape)
+            voxels.append(reserve.original_voxels(load_json(props) if props.is_file() else None, shape))
+        patch = self.effective_plans()["configurations"][self.configuration]["patch_size"]
+        mirrors = len(mirror_combinations(self.config.mirror_axes)) if self.config.mirror_axes else 1
+        return reserve.validation_workload(shapes, voxels, patch, default_tile_batch_size(patch, self.device),
+                                           mirrors)
+
+    def estimate_final_validation(self) -> None:
+        """Clock schedules (rank 0): (re-)estimate the final validation from its workload and a network call timed
+        now on this machine at the validation's patch, tile batch and precision (median of the latest timings)."""
+        schedule = self.schedule
+        if not isinstance(schedule, ClockSchedule) or not self.dist.is_main:
+            return
+        workload = self._validation_workload
+        if workload is None or workload.num_cases == 0:
+            schedule.set_final_validation(None, 0.0)
+            return
+        with self._without_deep_supervision():
+            schedule.record_call(reserve.time_network_call(self.network, self.num_input_channels, workload.patch_size,
+                                                           workload.tile_batch_size, self.device, self.precision,
+                                                           warm_up=not schedule.call_times))
+        schedule.set_final_validation(dict(workload.to_json(), call_s=schedule.call_s),
+                                      workload.estimate_s(schedule.call_s))
+
+    @contextmanager
+    def _without_deep_supervision(self) -> Iterator[None]:
+        """The network gives its full-resolution output only (as for inference) inside the block."""
+        had_ds = getattr(self.network, "deep_supervision", False)
+        if had_ds:
+            self.network.deep_supervision = False
+        try:
+            yield
+        finally:
+            if had_ds:
+                self.network.deep_supervision = True
 
     def on_train_end(self) -> None:
+        schedule = self.ensure_schedule()
+        if schedule.budgeted:
+            last_lr = max(g["lr"] for g in self.optimizer.param_groups)
+            budget = getattr(schedule, "budget_s", None)
+            self.log.message(f"budget: {schedule.iteration} iterations in {self.current_epoch} epochs, "
+                             f"{self.clock.elapsed_s:.0f}s elapsed" + (f" of {budget:.0f}s" if budget else "")
+                             + f", last lr {last_lr:.3g}")
+            if schedule.iteration == 0 and isinstance(schedule, ClockSchedule):
+                self.log.message(f"WARNING: the budget left no time to train (set-up {schedule.train_start_s:.0f}s, "
+                                 f"{schedule.reserve_s:.0f}s reserved for the end of the run): give a longer --budget")
         self.save(checkpointing.FINAL)
+        self.write_schedule()
         self.log.message(f"training done: {self.current_epoch} epochs, best EMA pseudo-Dice "
                          f"{self.best_ema if self.best_ema is not None else float('nan'):.4f}")
 
     # ----------------------------------------------------------------- main loop
     def run_training(self) -> None:
-        """Train from ``current_epoch`` to ``num_epochs`` (resumable), then save checkpoint_final.pth."""
+        """The one training loop, for every schedule (epochs, --iterations, --budget): epochs until the schedule
+        says the run is done (resumable), then checkpoint_final.pth."""
         if self.network is None:
             self.initialize()
+        schedule = self.ensure_schedule()
         self.on_train_start()
-        if self.budget is not None:
-            from suprem_auto.training.budget_loop import run_budgeted
-
-            run_budgeted(self)
-            self.on_train_end()
-            return
-        if self.current_epoch < self.config.num_epochs:
+        schedule.begin(self.clock.elapsed_s)
+        if isinstance(schedule, ClockSchedule) and self.final_validation_planned and self.final_validation_runs():
+            self._validation_workload = self.final_validation_workload()
+        self.estimate_final_validation()
+        self.log.message(schedule.describe())
+        if str(self.fold) == "all" and not self.final_validation_runs():
+            self.log.message("fold all: no final validation after training (its validation cases are the training "
+                             "cases); --val_on_train runs it anyway")
+        self.write_schedule()
+        if not self._rank0_answers(schedule.run_done(self.current_epoch, self.clock.elapsed_s))[0]:
             train_stream, val_stream = self.build_streams()
             try:
-                for epoch in range(self.current_epoch, self.config.num_epochs):
-                    self.run_epoch(epoch, train_stream, val_stream)
+                while True:
+                    self.run_epoch(self.current_epoch, train_stream, val_stream)
+                    if self._rank0_answers(schedule.run_done(self.current_epoch, self.clock.elapsed_s))[0]:
+                        break
             finally:
                 self.close_streams()
         self.on_train_end()
 
     def run_epoch(self, epoch: int, train_stream: BatchStream, val_stream: BatchStream) -> None:
-        start = time.time()
+        """One epoch: before every step the schedule gives the lr and says whether the epoch (or run) ends; then
+        the pseudo-Dice validation iterations and :meth:`on_epoch_end`."""
+        schedule = self.ensure_schedule()
+        start, epoch_start_s = time.monotonic(), self.clock.elapsed_s
         self.on_epoch_start(epoch)
         losses: List[float] = []
-        bar = tqdm(range(self.config.iters_per_epoch), desc=f"epoch {epoch}/{self.config.num_epochs}",
+        bar = tqdm(total=getattr(schedule, "iters_per_epoch", None), desc=f"epoch {epoch}",
                    disable=not self.dist.is_main, leave=False, dynamic_ncols=True)
-        for _ in bar:
+        while True:
+            elapsed = self.clock.elapsed_s
+            done = bool(losses) and schedule.epoch_done(len(losses), elapsed - epoch_start_s, elapsed)
+            done, lr = self._rank0_answers(done, self.learning_rate(epoch))
+            if done:
+                break
+            apply_learning_rate(self.optimizer, lr, self.frozen_groups(epoch))
+            step_start = time.monotonic()
             losses.append(self.train_step(next(train_stream)))
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            schedule.record_step(time.monotonic() - step_start)
+            bar.update(1)
+            left = schedule.time_left_s(epoch, self.clock.elapsed_s) if schedule.time_based else None
+            bar.set_postfix_str(f"loss {losses[-1]:.4f}" + (f", {left:.0f}s left" if left is not None else ""))
         bar.close()
+        end_start = time.monotonic()
         self.network.eval()
-        val_results = [self.validation_step(next(val_stream)) for _ in range(self.config.val_iters_per_epoch)]
-        self.on_epoch_end(epoch, losses, val_results, time.time() - start)
+        val_results = [self.validation_step(next(val_stream)) for _ in range(schedule.val_iterations(len(losses)))]
+        self.on_epoch_end(epoch, losses, val_results, time.monotonic() - start)
+        schedule.record_epoch_end(time.monotonic() - end_start)
+        self.estimate_final_validation()
+        self.write_schedule()
+
+    def _rank0_answers(self, *answers: float) -> List[float]:
+        """The schedule's answers as rank 0 gave them (distributed clock schedules: every rank's clock differs a
+        little, but all must take the same lr and end epochs together); unchanged otherwise."""
+        if not (self.dist.enabled and self.ensure_schedule().time_based):
+            return [float(a) for a in answers]
+        values = torch.tensor([float(a) if self.dist.is_main else 0.0 for a in answers], dtype=torch.float64)
+        return [float(v) for v in ddp.all_reduce_sum(values.to(self.device), self.dist).cpu()]
 
     # ----------------------------------------------------------------- final validation
     def perform_final_validation(self, save_probabilities: bool = False) -> Optional[Dict[str, Any]]:
@@ -406,23 +518,29 @@ class BaseTrainer:
 
         if self.network is None:
             self.initialize()
+        if not self.final_validation_runs():
+            self.log.message("fold all: final validation skipped (its cases are the training cases; "
+                             "--val_on_train runs it anyway)")
+            return None
         summary = None
         if self.dist.is_main:
             _, val_cases = self.split()
-            had_ds = getattr(self.network, "deep_supervision", False)
-            if had_ds:
-                self.network.deep_supervision = False
-            try:
+            start = time.monotonic()
+            with self._without_deep_supervision():
                 summary = run_final_validation(self.network, self.effective_plans(), self.configuration,
                                                self.dataset_json, val_cases, self.raw_dataset,
                                                self.preprocessed_dataset / "gt_segmentations",
                                                self.fold_dir / "validation", self.config.mirror_axes,
-                                               save_probabilities, progress=self.log.echo)
-            finally:
-                if had_ds:
-                    self.network.deep_supervision = True
+                                               save_probabilities, progress=self.log.echo, precision=self.precision)
+            seconds = time.monotonic() - start
             mean = (summary.get("foreground_mean") or {}).get("dice")
-            self.log.message(f"final validation on {len(val_cases)} cases: mean foreground Dice {mean}")
+            self.log.message(f"final validation on {len(val_cases)} cases ({self.precision}, {seconds:.1f}s): "
+                             f"mean foreground Dice {mean}")
+            if isinstance(self.schedule, ClockSchedule):
+                self.schedule.final_validation_measured_s = seconds
+                self.log.message(f"budget: run ended at {self.clock.elapsed_s:.0f}s of {self.schedule.budget_s:.0f}s "
+                                 f"(final validation {seconds:.1f}s, {self.schedule.final_validation_s:.1f}s reserved)")
+                self.write_schedule()
         else:
             self.split()
         ddp.barrier(self.dist)
@@ -440,7 +558,8 @@ class BaseTrainer:
                 "torch_version": torch.__version__, "precision": self.precision,
                 "channels_last": self.channels_last, "recipe": self.recipe,
                 "compute_threads": self.compute_threads, "num_workers": self.num_workers,
-                "budget_plan": self.budget.plan.to_json() if self.budget is not None and self.budget.plan else None,
+                "budget_plan": self.schedule.to_json() if self.schedule is not None and self.schedule.budgeted
+                else None,
                 "config": self.config.to_json()}
 
     def checkpoint_content(self) -> Dict[str, Any]:
@@ -457,13 +576,13 @@ class BaseTrainer:
                 "config": self.config.to_json(),
                 "logging": {"history": self.log.history, "ema": self.ema, "best_ema": self.best_ema},
                 "rng_state": checkpointing.capture_rng_state(),
-                "budget_plan": self._plan_for_checkpoint()}
+                "budget_plan": self._plan_for_checkpoint(), "run_id": getattr(self, "run_id", None)}
 
     def _plan_for_checkpoint(self) -> Optional[Dict[str, Any]]:
-        if self.budget is None or self.budget.plan is None:
+        if self.schedule is None:
             return None
-        self.budget.plan.elapsed_s = self.budget.elapsed_s
-        return self.budget.plan.to_json()
+        self.schedule.elapsed_s = self.clock.elapsed_s
+        return self.schedule.to_json()
 
     def save(self, name: str) -> None:
         if self.dist.is_main:
@@ -482,11 +601,16 @@ class BaseTrainer:
         logging = ckpt.get("logging", {})
         self.ema, self.best_ema = logging.get("ema"), logging.get("best_ema")
         self.log.restore(logging.get("history", []))
-        if ckpt.get("budget_plan"):
-            plan = BudgetPlan.from_json(ckpt["budget_plan"])
-            self.budget = BudgetClock(plan, plan.budget_s, plan.planned_iterations if plan.fixed else None)
-            self.config = self.config.replace(budget_s=plan.budget_s, lr=plan.lr, lr_schedule=plan.schedule)
-            self.log.message(f"resumed budget {plan.describe()} ({plan.elapsed_s:.0f}s used)")
+        stored = ckpt.get("budget_plan")
+        if stored and stored.get("kind") != "epochs":  # epochs are rebuilt from the config (--c --epochs N)
+            schedule = schedule_from_json(stored)
+            self.schedule = schedule
+            self.clock.continue_from(schedule.elapsed_s)
+            self.config = self.config.replace(
+                budget_s=getattr(schedule, "budget_s", None) if schedule.time_based else None,
+                iterations=getattr(schedule, "planned_iterations", None) if not schedule.time_based else None,
+                lr=schedule.lr, lr_schedule=schedule.schedule)
+            self.log.message(f"resumed budget {schedule.describe()} ({schedule.elapsed_s:.0f}s used)")
         if "rng_state" in ckpt:
             checkpointing.restore_rng_state(ckpt["rng_state"])
         self.log.message(f"resumed from {path.name} at epoch {self.current_epoch}")

@@ -1,0 +1,108 @@
+"""What the end of a budgeted run costs: the final validation (from the cases it will predict and the forward time
+measured on this machine) and robust step-time estimates (median over a window of recent measurements)."""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+#: measurements a median is taken over (recent iterations, epoch ends, forward timings)
+WINDOW = 25
+#: start-up of a final validation besides its cases (predictor, evaluation, summary) and, per validation case besides
+#: the network calls, reading, preprocessing, reverting, export and metrics: a constant plus a share per voxel of the
+#: case's original image. Rough values: on 2 shared cores (load 4-6) a one-case hippocampus validation (62k voxels,
+#: 8 calls) took 1.5-4.5 s in all; every budgeted run records its measured time (``final_validation_measured_s`` in
+#: budget_plan.json) beside the estimate, to check them on other machines and data.
+FIXED_OVERHEAD_S = 1.5
+PER_CASE_S = 0.5
+PER_VOXEL_S = 2e-7
+
+
+@dataclass
+class RecentTimes:
+    """The last :data:`WINDOW` durations of one kind; ``estimate`` is their median (a busy moment moves it little)."""
+
+    values: List[float] = field(default_factory=list)
+    window: int = WINDOW
+
+    def add(self, seconds: float) -> None:
+        self.values.append(float(seconds))
+        del self.values[:-self.window]
+
+    def estimate(self, default: float = 0.0) -> float:
+        return float(statistics.median(self.values)) if self.values else default
+
+
+def network_calls(shape: Sequence[int], patch: Sequence[int], tile_batch_size: int, step: float = 0.5) -> int:
+    """Forward calls of the sliding window over one image (padded to the patch), ``tile_batch_size`` tiles each."""
+    from suprem_auto.inference.sliding_window import compute_tile_starts
+
+    padded = [max(int(s), int(p)) for s, p in zip(shape, patch)]
+    tiles = math.prod(len(starts) for starts in compute_tile_starts(padded, patch, step))
+    return math.ceil(tiles / max(1, tile_batch_size))
+
+
+@dataclass
+class ValidationWorkload:
+    """The final validation as work: network calls (tiles / tile batch x mirror passes) and original voxels."""
+
+    num_cases: int
+    network_calls: int
+    voxels: int
+    patch_size: List[int]
+    tile_batch_size: int
+    mirror_passes: int
+
+    def estimate_s(self, sec_per_call: float) -> float:
+        """Seconds: the calls at the measured time per call, plus reading/export/metrics per case and start-up."""
+        if self.num_cases == 0:
+            return 0.0
+        return (FIXED_OVERHEAD_S + self.network_calls * sec_per_call + PER_CASE_S * self.num_cases
+                + PER_VOXEL_S * self.voxels)
+
+    def to_json(self) -> Dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def validation_workload(case_shapes: Sequence[Sequence[int]], original_voxels: Sequence[int],
+                        patch: Sequence[int], tile_batch_size: int, mirror_passes: int,
+                        step: float = 0.5) -> ValidationWorkload:
+    """The workload of predicting cases of these preprocessed shapes (and original voxel counts)."""
+    calls = sum(network_calls(s, patch, tile_batch_size, step) for s in case_shapes) * max(1, mirror_passes)
+    return ValidationWorkload(len(case_shapes), int(calls), int(sum(original_voxels)), [int(p) for p in patch],
+                              int(tile_batch_size), int(mirror_passes))
+
+
+@torch.inference_mode()
+def time_network_call(network: nn.Module, num_channels: int, patch: Sequence[int], tile_batch_size: int,
+                      device: torch.device, precision: str, warm_up: bool = True) -> float:
+    """Seconds of one eval-mode forward of ``tile_batch_size`` tiles at ``patch`` with the inference precision
+    (after one untimed call that builds the kernels when ``warm_up``)."""
+    from suprem_auto.training.precision import autocast_context
+
+    was_training = network.training
+    network.eval()
+    try:
+        tiles = torch.zeros((tile_batch_size, num_channels, *patch), device=device)
+        best = 0.0
+        for i in range(2 if warm_up else 1):
+            start = time.perf_counter()
+            with autocast_context(precision, device):
+                network(tiles)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best = time.perf_counter() - start
+        return best
+    finally:
+        network.train(was_training)
+
+
+def original_voxels(properties: Optional[Dict[str, Any]], fallback_shape: Sequence[int]) -> int:
+    """Voxels of a case's image before cropping (from its preprocessing properties), else of ``fallback_shape``."""
+    shape = (properties or {}).get("shape_before_cropping") or fallback_shape
+    return int(math.prod(int(s) for s in shape))
