@@ -4,6 +4,7 @@
     python benchmarks/budget.py steps   --work benchmarks/work/budget --venv /path/to/nnunet/venv
     python benchmarks/budget.py compare --work benchmarks/work/budget --venv V --budget 10m
     python benchmarks/budget.py flops   --work benchmarks/work/budget --threads 2
+    python benchmarks/budget.py load    --work benchmarks/work/budget --budget 10m --seed 0
 
 Hippocampus cases (sorted) from ../shared/data: 40 training, 20 selection (validation of fold 0), 40 held-out
 (validation of fold 1, same training cases) that the recipe choice never sees. Results are JSON under --work.
@@ -308,6 +309,85 @@ def run_compare(work: Path, venv: Path, budget: str, concurrent: bool = False,
     return out
 
 
+HOG_SCRIPT = r'''
+import random, sys, time
+rng, end = random.Random(int(sys.argv[1])), time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:  # one core: busy for a random stretch, then idle for one
+    busy_until = time.monotonic() + rng.uniform(5, 40)
+    while time.monotonic() < min(busy_until, end):
+        sum(i * i for i in range(10000))
+    time.sleep(max(0.0, min(rng.uniform(5, 30), end - time.monotonic())))
+'''
+
+
+def _train_and_score(root: Path, results: Path, budget: str, held: Sequence[str], hog_seed: int | None) -> Dict[str, Any]:
+    """One ``suprem_train --budget`` on fold 0 (optionally beside the CPU hog), then the model predicts the held-out
+    cases with ``suprem_predict``; wall time, iterations, last learning rate and held-out Dice."""
+    from suprem_auto.training.budget import parse_duration
+
+    seconds = parse_duration(budget)
+    hog = None
+    if hog_seed is not None:
+        hog = subprocess.Popen([sys.executable, "-c", HOG_SCRIPT, str(hog_seed), str(seconds + 60)])
+    load_before = _load()
+    start = time.monotonic()
+    cmd = [sys.executable, "-m", "suprem_auto.cli.train", "4", "3d_fullres", "0", "--budget", budget,
+           "-device", "cpu", *_roots(root, results)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.monotonic() - start
+    if hog is not None:
+        hog.kill()
+        hog.wait()
+    model = results / DATASET / "SupremTrainer__suprem_plans__3d_fullres"
+    fold = model / "fold_0"
+    plan = json.loads((fold / "budget_plan.json").read_text())
+    epochs = [json.loads(line) for line in (fold / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    held_images = results / "heldout_images"
+    held_images.mkdir(parents=True, exist_ok=True)
+    for c in held:
+        shutil.copy(root / "raw" / DATASET / "imagesTr" / f"{c}_0000.nii.gz", held_images)
+    pred = results / "heldout_pred"
+    subprocess.run([sys.executable, "-m", "suprem_auto.cli.predict", "-i", str(held_images), "-o", str(pred),
+                    "-m", str(model), "-f", "0", "-device", "cpu", "--disable_progress_bar"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return {"budget_s": seconds, "wall_s": round(wall, 1), "over_budget_s": round(wall - seconds, 1),
+            "run_elapsed_s": round(plan.get("elapsed_s", 0.0), 1), "iterations": plan.get("iteration"),
+            "sec_per_iteration": round(plan.get("sec_per_iteration", 0.0), 3),
+            "progress": plan.get("progress"), "last_lr": epochs[-1].get("lr") if epochs else None,
+            "peak_lr": plan.get("lr"), "final_validation_estimated_s": plan.get("final_validation_s"),
+            "final_validation_measured_s": plan.get("final_validation_measured_s"),
+            "epoch_sec_per_iteration": [e.get("sec_per_iteration") for e in epochs],
+            "load_before": load_before, "load_after": _load(),
+            "held_out": dice_per_class(pred, root / "raw" / DATASET / "labelsTr", held, [1, 2])}
+
+
+def run_load(work: Path, budget: str, seed: int) -> Dict[str, Any]:
+    """The same --budget run on the quiet machine and beside a CPU hog that takes one core for random stretches
+    (seeded), one after the other; both scored on the 40 held-out cases."""
+    root = prepare(work, NNUNET_FEATURES, NNUNET_PATCH, 2)
+    held = case_ids()[N_TRAIN + N_SELECT:N_TRAIN + N_SELECT + N_HELDOUT]
+    out: Dict[str, Any] = {"budget": budget, "hog_seed": seed, "cpu": _cpu_name()}
+    for name, hog_seed in (("quiet", None), ("hog", seed)):
+        results = work / "load_results" / budget / name
+        shutil.rmtree(results, ignore_errors=True)
+        out[name] = _train_and_score(root, results, budget, held, hog_seed)
+        print(name, json.dumps(out[name]), flush=True)
+    q, h = out["quiet"]["held_out"]["foreground_mean"], out["hog"]["held_out"]["foreground_mean"]
+    out["hog_over_quiet"] = round(h / q, 3) if q else None
+    (work / f"load_{budget}.json").write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+    return out
+
+
+def _cpu_name() -> str:
+    """CPU model and the flags that decide our precision (named beside every figure)."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "unknown")
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {' '.join(wanted) or 'no AVX2'}"
+
+
 def our_step_times(batch: int, threads: int, channels_last: bool) -> Dict[str, Any]:
     """Our training step (network, deep-supervision Dice+CE, clipping, optimiser) at nnU-Net's network and patch."""
     import torch
@@ -410,7 +490,7 @@ def run_flops(work: Path, threads: int) -> Dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["recipe", "steps", "compare", "flops"])
+    parser.add_argument("mode", choices=["recipe", "steps", "compare", "flops", "load"])
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work/budget"))
     parser.add_argument("--budget", default="150s")
     parser.add_argument("--variants", default=",".join(RECIPE_VARIANTS))
@@ -421,12 +501,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ours_only", action="store_true", help="compare: train only suprem_auto")
     parser.add_argument("--concurrent", action="store_true", help="compare: train both at the same time")
     parser.add_argument("--skip_ours", action="store_true", help="steps: only nnU-Net's step")
+    parser.add_argument("--seed", type=int, default=0, help="load: seed of the CPU hog's busy/idle stretches")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.mode == "recipe":
         run_recipe(args.work, args.budget, args.variants.split(","), [int(v) for v in args.features.split(",")])
     elif args.mode == "flops":
         run_flops(args.work, args.threads)
+    elif args.mode == "load":
+        run_load(args.work, args.budget, args.seed)
     elif args.mode == "compare":
         run_compare(args.work, args.venv, args.budget, args.concurrent, args.ours_only)
     else:
