@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence
 
 from suprem_auto.paths import add_root_arguments, roots_from_args
+from suprem_auto.planning import DEFAULT_PLANS_NAME
 
 DEFAULT_CONFIGURATIONS = ["3d_fullres"]
 
@@ -27,10 +28,12 @@ def _add_integrity(parser: argparse.ArgumentParser) -> None:
 
 def _add_planning(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-pl", "--presets", nargs="*", default=[],
-                        help="also plan these SuPreM presets (suprem_unet, suprem_segresnet, suprem_swin_unetr) "
-                             "or 'all'; the default planner always runs")
-    parser.add_argument("--gpu_memory_gb", type=float, default=8.0,
-                        help="GPU memory budget that patch and batch sizes are planned for (default 8)")
+                        help="also plan these presets: SuPreM backbones (suprem_unet, suprem_segresnet, "
+                             "suprem_swin_unetr, or 'all' of them) and nnU-Net's residual-encoder presets (resenc_m, "
+                             "resenc_l, resenc_xl); plans '<preset>_plans'; the default planner always runs")
+    parser.add_argument("--gpu_memory_gb", type=float, default=None,
+                        help="GPU memory budget that patch and batch sizes are planned for (default 8; a ResEnc "
+                             "preset: its own target, M 8, L 24, XL 40)")
 
 
 def _add_preprocessing(parser: argparse.ArgumentParser) -> None:
@@ -167,8 +170,8 @@ def main_plan(argv: Optional[Sequence[str]] = None) -> int:
 def main_preprocess(argv: Optional[Sequence[str]] = None) -> int:
     """Preprocess configurations of existing plans files."""
     parser = _parser("suprem_preprocess", "Preprocess the training cases for existing plans.")
-    parser.add_argument("-p", "--plans", nargs="+", default=["suprem_plans"],
-                        help="plans names in the preprocessed folder (default suprem_plans; presets: "
+    parser.add_argument("-p", "--plans", nargs="+", default=[DEFAULT_PLANS_NAME],
+                        help=f"plans names in the preprocessed folder (default {DEFAULT_PLANS_NAME}; presets: "
                              "<preset>_plans, e.g. suprem_unet_plans)")
     _add_preprocessing(parser)
     _add_clean(parser, "preprocessed cases")

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from suprem_auto.planning.topology import (features_per_stage, plain_unet_feature_map_voxels,
+from suprem_auto.planning.topology import (Topology, features_per_stage, plain_unet_feature_map_voxels,
                                            pool_and_conv_topology)
 
 DEFAULT_PLANS_NAME = "suprem_plans"
@@ -74,6 +75,35 @@ def _initial_patch(spacing: np.ndarray, median_shape: np.ndarray) -> List[int]:
     return [int(max(1, p)) for p in np.minimum(patch, median_shape)]
 
 
+def fit_patch_to_memory(spacing: np.ndarray, median_shape: np.ndarray,
+                        fits: Callable[[Topology], bool]) -> Topology:
+    """Topology of the largest patch that ``fits``: start at the initial patch (``_initial_patch``), then shrink the
+    axis that is largest relative to the median shape by one divisibility step at a time (nnU-Net's rule)."""
+    topology = pool_and_conv_topology(spacing, _initial_patch(spacing, median_shape))
+    for _ in range(10000):
+        if fits(topology):
+            break
+        patch = list(topology.patch_size)
+        axis = int(np.argsort(np.asarray(patch) / median_shape)[-1])
+        trial = list(patch)
+        trial[axis] -= topology.divisible_by[axis]
+        step = pool_and_conv_topology(spacing, trial).divisible_by[axis] if trial[axis] > 0 else topology.divisible_by[axis]
+        if patch[axis] - step < 1:
+            break
+        patch[axis] -= step
+        topology = pool_and_conv_topology(spacing, patch)
+    return topology
+
+
+def capped_batch_size(reference: float, voxels: float, ref_bs: int, dataset_voxels: float, patch: Sequence[int],
+                      max_dataset_fraction: float, min_batch_size: int = MIN_BATCH_SIZE) -> int:
+    """round(reference / voxels * ref_bs), capped so that one batch covers at most ``max_dataset_fraction`` of the
+    dataset's voxels, and at least ``min_batch_size``."""
+    batch_size = int(round(reference / voxels * ref_bs))
+    dataset_cap = int(round(dataset_voxels * max_dataset_fraction / np.prod(patch, dtype=np.float64)))
+    return max(min(batch_size, dataset_cap), min_batch_size)
+
+
 def plan_plain_unet(spacing: Sequence[float], median_shape: Sequence[float], num_outputs: int,
                     dataset_voxels: float, gpu_memory_gb: float) -> Dict[str, Any]:
     """Patch size, topology and batch size of a plain U-Net for one configuration under a memory budget."""
@@ -82,30 +112,16 @@ def plan_plain_unet(spacing: Sequence[float], median_shape: Sequence[float], num
     dim = len(spacing_arr)
     reference = FEATURE_MAP_REFERENCE[dim] * gpu_memory_gb / REFERENCE_GPU_MEMORY_GB
     ref_bs = REFERENCE_BATCH_SIZE[dim]
-    topology = pool_and_conv_topology(spacing_arr, _initial_patch(spacing_arr, median))
 
-    def estimate(top: Any) -> int:
+    def estimate(top: Topology) -> int:
         return plain_unet_feature_map_voxels(top.patch_size, top, features_per_stage(top.n_stages, 32, MAX_FEATURES[dim]),
                                              num_outputs)
 
+    topology = fit_patch_to_memory(spacing_arr, median,
+                                   lambda top: estimate(top) / ref_bs * MIN_BATCH_SIZE <= reference)
     voxels = estimate(topology)
-    for _ in range(10000):
-        if voxels / ref_bs * MIN_BATCH_SIZE <= reference:
-            break
-        patch = list(topology.patch_size)
-        axis = int(np.argsort(np.asarray(patch) / median)[-1])
-        trial = list(patch)
-        trial[axis] -= topology.divisible_by[axis]
-        step = pool_and_conv_topology(spacing_arr, trial).divisible_by[axis] if trial[axis] > 0 else topology.divisible_by[axis]
-        if patch[axis] - step < 1:
-            break
-        patch[axis] -= step
-        topology = pool_and_conv_topology(spacing_arr, patch)
-        voxels = estimate(topology)
     patch = topology.patch_size
-    batch_size = int(round(reference / voxels * ref_bs))
-    dataset_cap = int(round(dataset_voxels * MAX_DATASET_FRACTION_PER_BATCH / np.prod(patch, dtype=np.float64)))
-    batch_size = max(min(batch_size, dataset_cap), MIN_BATCH_SIZE)
+    batch_size = capped_batch_size(reference, voxels, ref_bs, dataset_voxels, patch, MAX_DATASET_FRACTION_PER_BATCH)
     n_stages = topology.n_stages
     architecture = {"name": "plain_unet", "kwargs": {
         "n_stages": n_stages, "features_per_stage": features_per_stage(n_stages, 32, MAX_FEATURES[dim]),
@@ -124,46 +140,85 @@ def _configuration(plans_name: str, name: str, planned: Dict[str, Any], normaliz
     return config
 
 
-def plan_default(fingerprint: Dict[str, Any], channel_names: Sequence[str], num_outputs: int, dataset_name: str,
-                 gpu_memory_gb: float = REFERENCE_GPU_MEMORY_GB,
-                 plans_name: str = DEFAULT_PLANS_NAME) -> Dict[str, Any]:
-    """Plans (2d, 3d_fullres, and 3d_lowres when useful) for a dataset from its fingerprint."""
+@dataclass
+class DatasetGeometry:
+    """What every planner of the default family derives from the fingerprint (axes after transposition)."""
+
+    spacings: np.ndarray
+    shapes: np.ndarray
+    transpose: List[int]
+    backward: List[int]
+    spacing_t: np.ndarray
+    median_shape_t: np.ndarray
+    dataset_voxels: float
+
+
+def dataset_geometry(fingerprint: Dict[str, Any]) -> DatasetGeometry:
+    """Fullres target spacing, transposition, median resampled shape and total voxels of a dataset."""
     spacings = np.asarray(fingerprint["spacings"], dtype=float)
     shapes = np.asarray(fingerprint["shapes_after_crop"], dtype=float)
-    num_cases = len(spacings)
     fullres_spacing = fullres_target_spacing(spacings, shapes)
     transpose = transpose_for(fullres_spacing)
-    backward = [int(a) for a in np.argsort(transpose)]
     resampled_shapes = np.round(shapes * spacings / fullres_spacing)
     median_shape_t = np.median(resampled_shapes, axis=0)[transpose]
-    spacing_t = fullres_spacing[transpose]
-    dataset_voxels = float(np.prod(median_shape_t, dtype=np.float64) * num_cases)
-    normalization = normalization_for_channels(channel_names, fingerprint["foreground_intensity_properties_per_channel"],
-                                               fingerprint["median_relative_size_after_cropping"])
+    return DatasetGeometry(spacings, shapes, transpose, [int(a) for a in np.argsort(transpose)],
+                           fullres_spacing[transpose], median_shape_t,
+                           float(np.prod(median_shape_t, dtype=np.float64) * len(spacings)))
+
+
+PlanFunction = Callable[[Sequence[float], Sequence[float]], Dict[str, Any]]
+
+
+def plan_configurations(plans_name: str, geometry: DatasetGeometry, plan: PlanFunction,
+                        normalization: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """2d, 3d_fullres (more than one slice) and 3d_lowres (when useful), each planned by ``plan(spacing, median)``."""
+    spacing_t, median_shape_t = geometry.spacing_t, geometry.median_shape_t
     configs: Dict[str, Dict[str, Any]] = {}
-    plan_2d = plan_plain_unet(spacing_t[1:], median_shape_t[1:], num_outputs, dataset_voxels, gpu_memory_gb)
-    configs["2d"] = _configuration(plans_name, "2d", plan_2d, normalization, batch_dice=True)
-    lowres: Optional[Dict[str, Any]] = None
+    configs["2d"] = _configuration(plans_name, "2d", plan(spacing_t[1:], median_shape_t[1:]), normalization,
+                                   batch_dice=True)
     if median_shape_t[0] > 1:
-        fullres = plan_plain_unet(spacing_t, median_shape_t, num_outputs, dataset_voxels, gpu_memory_gb)
-        lowres = _plan_lowres(fullres, spacing_t, median_shape_t, num_outputs, dataset_voxels, gpu_memory_gb)
+        fullres = plan(spacing_t, median_shape_t)
+        lowres = _plan_lowres(fullres, spacing_t, median_shape_t, plan)
         configs["3d_fullres"] = _configuration(plans_name, "3d_fullres", fullres, normalization,
                                                batch_dice=lowres is not None)
         if lowres is not None:
             configs["3d_lowres"] = _configuration(plans_name, "3d_lowres", lowres, normalization, batch_dice=False)
+    return configs
+
+
+def plans_document(plans_name: str, dataset_name: str, fingerprint: Dict[str, Any], geometry: DatasetGeometry,
+                   configs: Dict[str, Dict[str, Any]], preset: Optional[str], planner: str,
+                   gpu_memory_gb: float) -> Dict[str, Any]:
+    """The plans dict around planned configurations (no reorientation; the default planner's transposition)."""
+    transpose = geometry.transpose
     return {
-        "format_version": 1, "plans_name": plans_name, "dataset_name": dataset_name, "preset": None,
-        "planner": "default", "gpu_memory_gb": float(gpu_memory_gb), "reorient_to_ras": False,
-        "transpose_forward": transpose, "transpose_backward": backward,
-        "original_median_spacing_after_transp": [float(s) for s in np.median(spacings, axis=0)[transpose]],
-        "original_median_shape_after_transp": [float(s) for s in np.median(shapes, axis=0)[transpose]],
+        "format_version": 1, "plans_name": plans_name, "dataset_name": dataset_name, "preset": preset,
+        "planner": planner, "gpu_memory_gb": float(gpu_memory_gb), "reorient_to_ras": False,
+        "transpose_forward": transpose, "transpose_backward": geometry.backward,
+        "original_median_spacing_after_transp": [float(s) for s in np.median(geometry.spacings, axis=0)[transpose]],
+        "original_median_shape_after_transp": [float(s) for s in np.median(geometry.shapes, axis=0)[transpose]],
         "foreground_intensity_properties_per_channel": fingerprint["foreground_intensity_properties_per_channel"],
         "configurations": configs,
     }
 
 
-def _plan_lowres(fullres: Dict[str, Any], spacing_t: np.ndarray, median_shape_t: np.ndarray, num_outputs: int,
-                 dataset_voxels: float, gpu_memory_gb: float) -> Optional[Dict[str, Any]]:
+def plan_default(fingerprint: Dict[str, Any], channel_names: Sequence[str], num_outputs: int, dataset_name: str,
+                 gpu_memory_gb: float = REFERENCE_GPU_MEMORY_GB,
+                 plans_name: str = DEFAULT_PLANS_NAME) -> Dict[str, Any]:
+    """Plans (2d, 3d_fullres, and 3d_lowres when useful) for a dataset from its fingerprint."""
+    geometry = dataset_geometry(fingerprint)
+    normalization = normalization_for_channels(channel_names, fingerprint["foreground_intensity_properties_per_channel"],
+                                               fingerprint["median_relative_size_after_cropping"])
+
+    def plan(spacing: Sequence[float], median_shape: Sequence[float]) -> Dict[str, Any]:
+        return plan_plain_unet(spacing, median_shape, num_outputs, geometry.dataset_voxels, gpu_memory_gb)
+
+    configs = plan_configurations(plans_name, geometry, plan, normalization)
+    return plans_document(plans_name, dataset_name, fingerprint, geometry, configs, None, "default", gpu_memory_gb)
+
+
+def _plan_lowres(fullres: Dict[str, Any], spacing_t: np.ndarray, median_shape_t: np.ndarray,
+                 plan: PlanFunction) -> Optional[Dict[str, Any]]:
     """A coarser configuration when the fullres patch covers < 25 % of the median image (None otherwise)."""
     median_voxels = float(np.prod(median_shape_t, dtype=np.float64))
     if np.prod(fullres["patch_size"], dtype=np.float64) / median_voxels >= LOWRES_CREATION_THRESHOLD:
@@ -179,7 +234,7 @@ def _plan_lowres(fullres: Dict[str, Any], spacing_t: np.ndarray, median_shape_t:
             lowres_spacing *= LOWRES_SPACING_STEP
         lowres_shape = np.round(spacing_t / lowres_spacing * median_shape_t)
         lowres_voxels = float(np.prod(spacing_t / lowres_spacing * median_shape_t))
-        lowres = plan_plain_unet(lowres_spacing, lowres_shape, num_outputs, dataset_voxels, gpu_memory_gb)
+        lowres = plan(lowres_spacing, lowres_shape)
         patch_voxels = float(np.prod(lowres["patch_size"], dtype=np.float64))
     if lowres is None or median_voxels / lowres_voxels < 2:
         return None

@@ -3,16 +3,20 @@
 A preset pins orientation (RAS), spacing, normalization and architecture. Only the patch (the default shrunk to
 the dataset's median shape, rounded up to the architecture's divisor) and the batch size (scaled from a reference
 to the memory budget) depend on the dataset.
+
+A preset file with ``"planner": "resenc"`` is a residual-encoder preset instead (nnU-Net's ResEnc M/L/XL): it holds
+the parameters of :mod:`suprem_auto.planning.resenc_planner`, which plans like the default planner.
 """
 from __future__ import annotations
 
 import json
 import warnings
 from importlib import resources
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from suprem_auto.planning.resenc_planner import check_resenc_preset, plan_resenc
 from suprem_auto.planning.schema import PlansError
 
 PRESET_PACKAGE = "suprem_auto.presets"
@@ -20,19 +24,42 @@ PRESET_FIELDS = ("preset", "reorient_to_ras", "spacing", "normalization", "resam
                  "patch_divisor", "default_patch_size", "batch_size_reference", "min_batch_size")
 
 
-def list_presets() -> List[str]:
-    """Names of the shipped presets."""
+PRESET_PLANNERS = ("preset", "resenc")
+
+
+def _read_preset(name: str) -> Dict[str, Any]:
+    source = f"{PRESET_PACKAGE}/{name}.json"
+    try:
+        preset = json.loads(resources.files(PRESET_PACKAGE).joinpath(f"{name}.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise PlansError(f"{source}: not valid JSON ({exc})") from None
+    if not isinstance(preset, dict):
+        raise PlansError(f"{source}: a preset must be a JSON object")
+    return preset
+
+
+def list_presets(planner: Optional[str] = "preset") -> List[str]:
+    """Names of the shipped presets of one planner kind: ``"preset"`` (the SuPreM backbones, the default),
+    ``"resenc"`` (residual-encoder presets), or ``None`` for all."""
     files = resources.files(PRESET_PACKAGE)
-    return sorted(f.name[:-5] for f in files.iterdir() if f.name.endswith(".json"))
+    names = sorted(f.name[:-5] for f in files.iterdir() if f.name.endswith(".json"))
+    if planner is None:
+        return names
+    return [n for n in names if _read_preset(n).get("planner", "preset") == planner]
 
 
 def load_preset(name: str) -> Dict[str, Any]:
-    """Read a shipped preset; unknown names list the known ones."""
-    known = list_presets()
+    """Read and check a shipped preset; unknown names list the known ones."""
+    known = list_presets(None)
     if name not in known:
         raise PlansError(f"unknown preset '{name}' (known: {', '.join(known)})")
     source = f"{PRESET_PACKAGE}/{name}.json"
-    preset = json.loads(resources.files(PRESET_PACKAGE).joinpath(f"{name}.json").read_text())
+    preset = _read_preset(name)
+    planner = preset.get("planner", "preset")
+    if planner not in PRESET_PLANNERS:
+        raise PlansError(f"{source}: field 'planner' must be one of {PRESET_PLANNERS}, got {planner!r}")
+    if planner == "resenc":
+        return check_resenc_preset(preset, source)
     for key in PRESET_FIELDS:
         if key not in preset:
             raise PlansError(f"{source}: field '{key}' is missing")
@@ -60,9 +87,16 @@ def preset_batch_size(preset: Dict[str, Any], patch: Sequence[int], gpu_memory_g
 
 
 def plan_preset(name: str, fingerprint: Dict[str, Any], channel_names: Sequence[str], dataset_name: str,
-                gpu_memory_gb: float = 8.0) -> Dict[str, Any]:
-    """Plans (one 3d_fullres configuration) for a dataset under a shipped preset."""
+                gpu_memory_gb: Optional[float] = None, num_outputs: Optional[int] = None) -> Dict[str, Any]:
+    """Plans ``<name>_plans`` for a dataset under a shipped preset: one 3d_fullres configuration for a SuPreM
+    backbone preset (memory budget default 8 GB); the default planner's configurations for a ResEnc preset (which
+    needs ``num_outputs``, the network's output channels; memory default: the preset's target)."""
     preset = load_preset(name)
+    if preset.get("planner") == "resenc":
+        if num_outputs is None:
+            raise PlansError(f"preset {name}: planning a residual-encoder preset needs num_outputs")
+        return plan_resenc(preset, fingerprint, channel_names, num_outputs, dataset_name, gpu_memory_gb)
+    gpu_memory_gb = 8.0 if gpu_memory_gb is None else gpu_memory_gb
     plans_name = f"{name}_plans"
     expected = preset.get("expected_channel_name")
     for channel in channel_names:

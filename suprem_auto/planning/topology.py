@@ -94,3 +94,35 @@ def plain_unet_feature_map_voxels(patch_size: Sequence[int], topology: Topology,
         total += n_conv_decoder * features[stage] * voxels
     total += num_outputs * int(np.prod(sizes[0]))
     return int(total)
+
+
+def resenc_unet_feature_map_voxels(patch_size: Sequence[int], topology: Topology, features: Sequence[int],
+                                   num_outputs: int, n_blocks_per_stage: Sequence[int],
+                                   n_conv_decoder: Sequence[int]) -> int:
+    """Total activation voxels of the conv outputs of a residual-encoder U-Net (nnU-Net's ResEnc memory proxy).
+
+    Encoder: the stem conv at full resolution; per residual block its two convs, plus the shortcut's 1x1 conv where
+    the block changes width or resolution (the first block of a stage). Decoder: as the plain U-Net's, with
+    ``n_conv_decoder[s]`` convs per stage (counted from the deepest decoder stage).
+    """
+    sizes = []
+    size = np.asarray(patch_size, dtype=np.int64)
+    for stride in topology.strides:
+        size = size // np.asarray(stride)
+        sizes.append(size.copy())
+    total = features[0] * int(np.prod(patch_size, dtype=np.int64))  # stem
+    in_features, in_size = features[0], np.asarray(patch_size, dtype=np.int64)
+    for s, (out_size, f) in enumerate(zip(sizes, features)):
+        voxels = int(np.prod(out_size))
+        total += 2 * f * voxels * n_blocks_per_stage[s]
+        if in_features != f or np.any(in_size != out_size):
+            total += f * voxels  # projection shortcut of the stage's first block
+        in_features, in_size = f, out_size
+    n = len(sizes)
+    for d in range(n - 1):  # d = 0: the deepest decoder stage, at the resolution of encoder stage n - 2
+        stage = n - 2 - d
+        voxels = int(np.prod(sizes[stage]))
+        total += features[stage] * voxels  # transposed conv output
+        total += n_conv_decoder[d] * features[stage] * voxels
+    total += num_outputs * int(np.prod(sizes[0]))
+    return int(total)
