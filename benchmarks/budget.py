@@ -21,21 +21,23 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+from suprem_auto.planning import DEFAULT_PLANS_NAME
+
 HIPPO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Dataset004_Hippocampus"
 DATASET = "Dataset004_Hippocampus"
 N_TRAIN, N_SELECT, N_HELDOUT = 40, 20, 40
 #: nnU-Net v2's plan for this dataset: 4 stages 32-256, patch 40x56x40, batch 8
 NNUNET_FEATURES = (32, 64, 128, 256)
 NNUNET_PATCH = (40, 56, 40)
+MODEL = f"SupremTrainer__{DEFAULT_PLANS_NAME}__3d_fullres"
 
 
 def plans(features: Sequence[int], patch: Sequence[int], batch: int) -> Dict[str, Any]:
-    """A plan for 1 mm hippocampus MRI (no resampling, z-score) with a plain U-Net of the given widths (the tests'
-    hand plan with nnU-Net's 2 decoder convolutions per stage)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from training_data import tiny_plans
+    """A plan for 1 mm hippocampus MRI (no resampling, z-score) with a plain U-Net of the given widths (the
+    package's hand plan, the one the tests train with, with nnU-Net's 2 decoder convolutions per stage)."""
+    from suprem_auto.planning.hand_plans import plain_unet_plans
 
-    return tiny_plans(patch_size=patch, batch_size=batch, features=features, decoder_convs=2)
+    return plain_unet_plans(DATASET, patch_size=patch, batch_size=batch, features=features, decoder_convs=2)
 
 
 def case_ids() -> List[str]:
@@ -47,6 +49,7 @@ def case_ids() -> List[str]:
 def prepare(work: Path, features: Sequence[int], patch: Sequence[int], batch: int) -> Path:
     """Raw copy of the 100 cases, our preprocessing with the given plan, and the two splits; returns the roots
     folder (raw/, preprocessed/, results/ inside)."""
+    from suprem_auto.conversion import make_subset
     from suprem_auto.dataset import load_raw_dataset
     from suprem_auto.preprocessing import preprocess_dataset
     from suprem_auto.utils.atomic import atomic_write_json
@@ -56,18 +59,10 @@ def prepare(work: Path, features: Sequence[int], patch: Sequence[int], batch: in
     if (pre / "splits_final.json").is_file():
         return root
     ids = case_ids()[: N_TRAIN + N_SELECT + N_HELDOUT]
-    raw = root / "raw" / DATASET
-    (raw / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (raw / "labelsTr").mkdir(parents=True, exist_ok=True)
-    for c in ids:
-        shutil.copy(HIPPO / "imagesTr" / f"{c}_0000.nii.gz", raw / "imagesTr")
-        shutil.copy(HIPPO / "labelsTr" / f"{c}.nii.gz", raw / "labelsTr")
-    dataset_json = json.loads((HIPPO / "dataset.json").read_text())
-    dataset_json["numTraining"] = len(ids)
-    (raw / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    raw = make_subset(HIPPO, root / "raw", 4, "Hippocampus", len(ids), case_ids=ids, overwrite=True)
     ds = load_raw_dataset(root / "raw", 4)
     pre.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(pre / "suprem_plans.json", plans(features, patch, batch))
+    atomic_write_json(pre / f"{DEFAULT_PLANS_NAME}.json", plans(features, patch, batch))
     shutil.copy(raw / "dataset.json", pre / "dataset.json")
     preprocess_dataset(ds, plans(features, patch, batch), "3d_fullres", pre, num_processes=2, progress=True)
     train, select, held = ids[:N_TRAIN], ids[N_TRAIN:N_TRAIN + N_SELECT], ids[N_TRAIN + N_SELECT:]
@@ -98,7 +93,7 @@ def train_ours(root: Path, results: Path, budget: str, flags: Sequence[str]) -> 
            "-device", "cpu", *flags, *_roots(root, results)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wall = time.monotonic() - start
-    fold0 = results / DATASET / "SupremTrainer__suprem_plans__3d_fullres" / "fold_0"
+    fold0 = results / DATASET / MODEL / "fold_0"
     fold1 = fold0.parent / "fold_1"
     fold1.mkdir(exist_ok=True)
     shutil.copy(fold0 / "checkpoint_final.pth", fold1 / "checkpoint_final.pth")
@@ -253,20 +248,14 @@ def run_compare(work: Path, venv: Path, budget: str, concurrent: bool = False,
     ids = case_ids()
     train, held = ids[:N_TRAIN], ids[N_TRAIN + N_SELECT:N_TRAIN + N_SELECT + N_HELDOUT]
     nn = work / "nnunet"
-    nn_raw = nn / "raw" / DATASET
     held_images = nn / "heldout_images"
     if not (nn / "pre" / DATASET / "nnUNetPlans.json").is_file():
-        for sub in ("imagesTr", "labelsTr"):
-            (nn_raw / sub).mkdir(parents=True, exist_ok=True)
+        from suprem_auto.conversion import make_subset
+
+        make_subset(HIPPO, nn / "raw", 4, "Hippocampus", len(train), case_ids=train, overwrite=True)
         held_images.mkdir(parents=True, exist_ok=True)
-        for c in train:
-            shutil.copy(HIPPO / "imagesTr" / f"{c}_0000.nii.gz", nn_raw / "imagesTr")
-            shutil.copy(HIPPO / "labelsTr" / f"{c}.nii.gz", nn_raw / "labelsTr")
         for c in held:
             shutil.copy(HIPPO / "imagesTr" / f"{c}_0000.nii.gz", held_images)
-        dj = json.loads((HIPPO / "dataset.json").read_text())
-        dj["numTraining"] = len(train)
-        (nn_raw / "dataset.json").write_text(json.dumps(dj, indent=2))
     env = dict(os.environ, nnUNet_raw=str(nn / "raw"), nnUNet_preprocessed=str(nn / "pre"),
                nnUNet_results=str(nn / "results"), nnUNet_n_proc_DA="1")
     if not (nn / "pre" / DATASET / "nnUNetPlans.json").is_file():
@@ -296,7 +285,7 @@ def run_compare(work: Path, venv: Path, budget: str, concurrent: bool = False,
     if nn_stats is not None and not concurrent:
         nn_stats["wall_incl_prediction_s"] = round(nn_wall, 1)
     labels = [1, 2]
-    fold1 = results / DATASET / "SupremTrainer__suprem_plans__3d_fullres" / "fold_1" / "validation"
+    fold1 = results / DATASET / MODEL / "fold_1" / "validation"
     out = {"budget": budget, "held_out_cases": len(held), "train_cases": len(train), "load_before": load_before,
            "load_after": _load(),
            "run": "both at the same time, sharing the machine" if concurrent else "one after the other",
@@ -338,7 +327,7 @@ def _train_and_score(root: Path, results: Path, budget: str, held: Sequence[str]
     if hog is not None:
         hog.kill()
         hog.wait()
-    model = results / DATASET / "SupremTrainer__suprem_plans__3d_fullres"
+    model = results / DATASET / MODEL
     fold = model / "fold_0"
     plan = json.loads((fold / "budget_plan.json").read_text())
     epochs = [json.loads(line) for line in (fold / "metrics.jsonl").read_text().splitlines() if line.strip()]

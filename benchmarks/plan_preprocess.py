@@ -29,6 +29,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from suprem_auto.planning import DEFAULT_PLANS_NAME
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -111,7 +113,7 @@ def summarize_nnunet(pre: Path) -> Dict[str, Dict]:
 
 
 def summarize_ours(pre: Path) -> Dict[str, Dict]:
-    plans = json.loads((pre / "suprem_plans.json").read_text())
+    plans = json.loads((pre / f"{DEFAULT_PLANS_NAME}.json").read_text())
     return {name: {"spacing": c["spacing"], "patch": c["patch_size"], "batch": c["batch_size"],
                    "normalization": [n["scheme"] for n in c["normalization"]],
                    "use_mask": [n["use_mask"] for n in c["normalization"]]}
@@ -169,7 +171,7 @@ def benchmark_pipeline(raw: Path, dataset: str, num_processes: int, venv: Path, 
     results["fingerprint"] = {
         "nnunetv2": json.loads((pre_nn / "dataset_fingerprint.json").read_text())["foreground_intensity_properties_per_channel"],
         "suprem_auto": json.loads((pre_ours / "dataset_fingerprint.json").read_text())["foreground_intensity_properties_per_channel"]}
-    results["arrays"] = compare_arrays(pre_nn / "nnUNetPlans_3d_fullres", pre_ours / "suprem_plans_3d_fullres",
+    results["arrays"] = compare_arrays(pre_nn / "nnUNetPlans_3d_fullres", pre_ours / f"{DEFAULT_PLANS_NAME}_3d_fullres",
                                        bin_dir / "python")
     return results
 

@@ -15,12 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from suprem_auto.planning import DEFAULT_PLANS_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -43,18 +46,16 @@ print(json.dumps({'parameters': sum(p.numel() for p in net.parameters()), 'patch
 
 
 def copy_raw_subset(src: Path, dst: Path, n: int) -> List[str]:
-    """Copy the first ``n`` cases of the raw dataset (images + labels) with a fitting dataset.json."""
-    (dst / "imagesTr").mkdir(parents=True)
-    (dst / "labelsTr").mkdir()
-    cases = sorted(p.name[:-len("_0000.nii.gz")] for p in (src / "imagesTr").glob("*_0000.nii.gz"))[:n]
-    for c in cases:
-        shutil.copy(src / "imagesTr" / f"{c}_0000.nii.gz", dst / "imagesTr")
-        shutil.copy(src / "labelsTr" / f"{c}.nii.gz", dst / "labelsTr")
-    ds = json.loads((src / "dataset.json").read_text())
-    ds["numTraining"] = len(cases)
-    ds.pop("dataset", None)
-    (dst / "dataset.json").write_text(json.dumps(ds, indent=2))
-    return cases
+    """Copy the first ``n`` cases of the raw dataset ``src`` into ``dst`` (a DatasetXXX_Name folder) with
+    :func:`suprem_auto.conversion.make_subset`; returns the copied case ids."""
+    from suprem_auto.conversion import make_subset
+    from suprem_auto.dataset.raw import load_raw_dataset_folder
+
+    match = re.fullmatch(r"Dataset(\d{3})_(.+)", dst.name)
+    if match is None:
+        raise SystemExit(f"{dst}: not a DatasetXXX_Name folder")
+    folder = make_subset(src, dst.parent, int(match.group(1)), match.group(2), n)
+    return sorted(load_raw_dataset_folder(folder).cases)
 
 
 def make_inputs(src: Path, dst: Path, skip: int, n: int) -> List[str]:
@@ -80,9 +81,9 @@ def build_our_model(work: Path, dataset: str) -> Dict:
     if code != 0:
         raise RuntimeError("suprem_plan_and_preprocess failed")
     pre = next((work / "ours_pre").iterdir())
-    folder = work / "ours_results" / pre.name / "SupremTrainer__suprem_plans__3d_fullres"
+    folder = work / "ours_results" / pre.name / f"SupremTrainer__{DEFAULT_PLANS_NAME}__3d_fullres"
     (folder / "fold_0").mkdir(parents=True)
-    shutil.copy(pre / "suprem_plans.json", folder / "plans.json")
+    shutil.copy(pre / f"{DEFAULT_PLANS_NAME}.json", folder / "plans.json")
     shutil.copy(pre / "dataset.json", folder / "dataset.json")
     plans = json.loads((folder / "plans.json").read_text())
     ds = json.loads((folder / "dataset.json").read_text())
@@ -91,7 +92,7 @@ def build_our_model(work: Path, dataset: str) -> Dict:
     net = build_network(config["architecture"], len(ds["channel_names"]), parse_labels(ds).num_segmentation_heads,
                         deep_supervision=False)
     atomic_torch_save({"network_weights": net.state_dict(), "epoch": 0, "trainer_name": "SupremTrainer",
-                       "configuration": "3d_fullres", "plans_name": "suprem_plans",
+                       "configuration": "3d_fullres", "plans_name": DEFAULT_PLANS_NAME,
                        "inference_allowed_mirroring_axes": [0, 1, 2]}, folder / "fold_0" / "checkpoint_final.pth")
     return {"folder": folder, "parameters": sum(p.numel() for p in net.parameters()), "patch": config["patch_size"]}
 

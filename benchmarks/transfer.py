@@ -36,10 +36,12 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from suprem_auto.planning import DEFAULT_PLANS_NAME
+
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN_ID, FINETUNE_FIRST_ID = 950, 951
 TRAINER = "SupremTrainer"
-PLANS = "suprem_plans"
+PLANS = DEFAULT_PLANS_NAME
 CONFIG = "3d_fullres"
 
 

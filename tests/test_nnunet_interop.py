@@ -73,6 +73,7 @@ def test_nnunet_postprocessing_json_is_applied(tmp_path):
     predictor = nnunet_predictor(folder, use_mirroring=False, progress=False, precision="fp32")
     assert predictor.postprocessing["apply"]["keep_largest_foreground_component"] is True
     assert predictor.mirror_axes == ()
+    assert predictor.nnunet_gaussian  # overlapping tiles weighted with nnU-Net's importance map
     assert predictor.plans["configurations"]["3d_fullres"]["architecture"]["name"] == "plain_unet"
 
 

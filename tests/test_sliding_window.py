@@ -141,3 +141,14 @@ def test_wrong_output_channels_is_a_clear_error() -> None:
     net = _conv_net(3, 1, 2, kernel=1)
     with pytest.raises(ValueError, match="output channels"):
         predict_sliding_window(net, torch.randn(1, 8, 8, 8), (8, 8, 8), 3, device="cpu", progress=False)
+
+
+def test_nnunet_gaussian_peaks_where_nnunet_puts_it() -> None:
+    """nnU-Net v2 puts the peak of its importance map at voxel p // 2 (off-centre for even sizes); ours is centred
+    (flip-equivariant mirroring). The nnU-Net placement is what nnU-Net model folders predict with."""
+    ours = gaussian_importance_map([40, 56, 41])
+    theirs = gaussian_importance_map([40, 56, 41], nnunet_centre=True)
+    assert np.unravel_index(np.argmax(theirs), theirs.shape) == (20, 28, 20)
+    assert np.allclose(ours, ours[::-1, ::-1, ::-1])
+    assert not np.allclose(theirs, theirs[::-1, ::-1, ::-1])
+    assert np.allclose(ours[:, :, 20], ours.max(axis=2)) and np.allclose(theirs[:, :, 20], theirs.max(axis=2))

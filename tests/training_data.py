@@ -10,6 +10,8 @@ from conftest import copy_hippocampus
 
 from suprem_auto.dataset import load_raw_dataset
 from suprem_auto.paths import Roots, resolve_roots
+from suprem_auto.planning import DEFAULT_PLANS_NAME
+from suprem_auto.planning.hand_plans import plain_unet_plans
 from suprem_auto.utils.atomic import atomic_write_json
 
 DATASET = "Dataset004_Hippocampus"
@@ -18,26 +20,9 @@ DATASET = "Dataset004_Hippocampus"
 def tiny_plans(patch_size: Sequence[int] = (24, 32, 24), batch_size: int = 2,
                features: Sequence[int] = (8, 16, 32), decoder_convs: int = 1) -> Dict[str, Any]:
     """A complete plan for 1 mm hippocampus MRI: z-score, no resampling, a plain U-Net with one stage per feature
-    width (``benchmarks/budget.py`` uses it too, with nnU-Net's widths and 2 decoder convolutions)."""
-    n = len(features)
-    return {
-        "format_version": 1, "plans_name": "suprem_plans", "dataset_name": DATASET, "preset": None,
-        "reorient_to_ras": False, "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-        "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
-        "original_median_shape_after_transp": [36, 50, 35],
-        "foreground_intensity_properties_per_channel": {"0": {"mean": 0.0, "std": 1.0}},
-        "configurations": {"3d_fullres": {
-            "data_identifier": "suprem_plans_3d_fullres", "spacing": [1.0, 1.0, 1.0],
-            "patch_size": list(patch_size), "batch_size": batch_size, "median_image_size_in_voxels": [36, 50, 35],
-            "normalization": [{"scheme": "zscore", "use_mask": False, "params": {}}],
-            "resampling": {"data_order": 3, "seg_order": 1, "probabilities_order": 1, "order_z": 0,
-                           "force_separate_z": None, "anisotropy_threshold": 3.0},
-            "architecture": {"name": "plain_unet", "kwargs": {
-                "n_stages": n, "features_per_stage": list(features), "kernel_sizes": [[3, 3, 3]] * n,
-                "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1), "n_conv_per_stage": 2,
-                "n_conv_per_stage_decoder": decoder_convs}},
-            "batch_dice": False}},
-    }
+    width (the package's hand plan, :func:`suprem_auto.planning.hand_plans.plain_unet_plans`)."""
+    return plain_unet_plans(DATASET, patch_size=patch_size, batch_size=batch_size, features=features,
+                            decoder_convs=decoder_convs)
 
 
 def merge_foreground_labels(dataset_folder: Path) -> None:
@@ -65,7 +50,7 @@ def make_training_roots(tmp: Path, n_cases: int = 6, plans: Dict[str, Any] | Non
     plans = dict(plans or tiny_plans(), dataset_name=ds.name)
     out = roots.preprocessed / ds.name
     out.mkdir(parents=True)
-    atomic_write_json(out / "suprem_plans.json", plans)
+    atomic_write_json(out / f"{DEFAULT_PLANS_NAME}.json", plans)
     shutil.copy(ds.folder / "dataset.json", out / "dataset.json")
     preprocess_dataset(ds, plans, "3d_fullres", out, num_processes=1, progress=False)
     return roots

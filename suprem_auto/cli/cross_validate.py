@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from suprem_auto.paths import add_root_arguments, roots_from_args
+from suprem_auto.planning import DEFAULT_PLANS_NAME
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,11 +16,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cross-validate configurations (from scratch and from pre-trained checkpoints) on one dataset: "
                     "trains what is missing (finished folds are skipped, interrupted ones resumed), evaluates all "
                     "folds' validation predictions together, picks the best configuration or pair ensemble, decides "
-                    "post-processing, and writes report.html / report.md and the inference recipe.")
+                    "post-processing, and writes report.html / report.md and the inference instructions.")
     parser.add_argument("-d", "--dataset", required=True, help="dataset id or name (must be preprocessed)")
     parser.add_argument("-c", "--configurations", nargs="+", default=["3d_fullres"],
                         help="configurations of the default plans to compare, trained from scratch (default 3d_fullres)")
-    parser.add_argument("-p", "--plans", default="suprem_plans", help="plans of the scratch runs (default suprem_plans)")
+    parser.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME,
+                        help=f"plans of the scratch runs (default {DEFAULT_PLANS_NAME})")
     parser.add_argument("-pretrained", "--pretrained", nargs="*", default=[],
                         help="pre-trained checkpoints (zoo names or paths) to fine-tune, each as one more run")
     parser.add_argument("--pretrained_plans", default=None,
@@ -80,12 +82,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {getattr(exc, 'summary', exc)}", file=sys.stderr)  # a data worker's traceback: in its log
         return 1
-    print(f"best configuration: {result.recipe['best']} (foreground mean Dice "
-          f"{result.recipe['best_foreground_dice']:.4f})")
+    print(f"best configuration: {result.instructions['best']} (foreground mean Dice "
+          f"{result.instructions['best_foreground_dice']:.4f})")
     print(f"report: {result.report_html}")
     print(f"report (markdown): {result.report_md}")
-    print(f"inference recipe: {result.out_dir / 'inference_instructions.txt'}")
-    for command in result.recipe["commands"]:
+    print(f"inference instructions: {result.out_dir / 'inference_instructions.txt'}")
+    for command in result.instructions["commands"]:
         print(f"  {command}")
     return 0
 

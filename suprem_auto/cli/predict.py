@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from suprem_auto.paths import add_root_arguments, roots_from_args
+from suprem_auto.planning import DEFAULT_PLANS_NAME
 
 DEFAULT_TRAINER = "SupremTrainer"
-DEFAULT_PLANS = "suprem_plans"
+DEFAULT_PLANS = DEFAULT_PLANS_NAME
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from suprem_auto.paths import add_root_arguments, roots_from_args
+from suprem_auto.planning import DEFAULT_PLANS_NAME
 from suprem_auto.training.config import add_config_arguments, overrides_from_args
 
 
@@ -32,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("positional", nargs="+", metavar="DATASET [CONFIGURATION] FOLD",
                         help="dataset id or name; configuration (default 3d_fullres); fold 0-4 or 'all'")
     parser.add_argument("-tr", dest="trainer", default=None,
-                        help="trainer name (default SupremTrainer; with -pretrained, the trainer of its backbone)")
-    parser.add_argument("-p", dest="plans", default="suprem_plans", help="plans name (default suprem_plans)")
+                        help="trainer name (default SupremTrainer; with -pretrained, the trainer of its backbone), "
+                             "or package.module:ClassName for your own BaseTrainer subclass, imported like python -m "
+                             "(current directory, PYTHONPATH)")
+    parser.add_argument("-p", dest="plans", default=DEFAULT_PLANS_NAME, help=f"plans name (default {DEFAULT_PLANS_NAME})")
     parser.add_argument("-pretrained", default=None,
                         help="initialise from a zoo name or a checkpoint file (SuPreM or suprem_train output)")
     parser.add_argument("--weights_dir", default=None, help="folder holding downloaded zoo weights")

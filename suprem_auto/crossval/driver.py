@@ -3,7 +3,7 @@
 Each requested run (a configuration, trained from scratch or from a pre-trained checkpoint) is trained on every
 requested fold through the same code as ``suprem_train`` (finished folds are skipped, interrupted ones resumed).
 Then the validation predictions of all finished folds are evaluated together, the best configuration (or pair
-ensemble) is chosen, post-processing is decided on it, and the report and the inference recipe are written.
+ensemble) is chosen, post-processing is decided on it, and the report and the inference instructions are written.
 """
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from suprem_auto.crossval import report
 from suprem_auto.crossval.gather import ModelCrossValidation, fold_is_finished, gather_model
-from suprem_auto.crossval.selection import decide_postprocessing, select_best, write_recipe
+from suprem_auto.crossval.selection import decide_postprocessing, select_best, write_inference_instructions
 from suprem_auto.dataset import find_dataset_folder, load_raw_dataset_folder, parse_labels
 from suprem_auto.paths import Roots
+from suprem_auto.planning import DEFAULT_PLANS_NAME
 from suprem_auto.utils.atomic import atomic_write_json, load_json
 
 
@@ -25,7 +26,7 @@ class RunSpec:
     """One configuration to cross-validate."""
 
     configuration: str = "3d_fullres"
-    plans_name: str = "suprem_plans"
+    plans_name: str = DEFAULT_PLANS_NAME
     trainer: Optional[str] = None        # None: the default trainer (or the pretrained backbone's trainer)
     pretrained: Optional[str] = None     # zoo name or checkpoint path
     tag: Optional[str] = None            # distinguishes runs of the same trainer (e.g. pretrained vs scratch)
@@ -38,8 +39,13 @@ class CrossValidationResult:
     models: List[ModelCrossValidation]
     report_html: Path
     report_md: Path
-    recipe: Dict[str, Any]
+    instructions: Dict[str, Any]  # the inference instructions (inference_recipe.json)
     out_dir: Path
+
+    @property
+    def recipe(self) -> Dict[str, Any]:
+        """The former name of :attr:`instructions`."""
+        return self.instructions
 
 
 def train_missing_folds(roots: Roots, dataset: str, run: RunSpec, folds: Sequence[int],
@@ -92,7 +98,8 @@ def cross_validate(roots: Roots, dataset: str, runs: Sequence[RunSpec], folds: S
                    overrides: Optional[Dict[str, Any]] = None, weights_dir: Optional[Path] = None,
                    device: str = "auto", train: bool = True, num_processes: int = 1,
                    recipe: str = "auto") -> CrossValidationResult:
-    """Train (unless ``train=False``), gather, compare, decide post-processing, write the recipe and report.
+    """Train (unless ``train=False``), gather, compare, decide post-processing, write the inference instructions
+    and report.
     ``recipe`` reaches every training as ``suprem_train --recipe`` does."""
     pre_dataset = find_dataset_folder(roots.preprocessed, dataset)
     dataset_json = load_json(pre_dataset / "dataset.json")
@@ -122,13 +129,13 @@ def cross_validate(roots: Roots, dataset: str, runs: Sequence[RunSpec], folds: S
     best, ranked = select_best(models, labels, gt_folder, file_ending, out_dir, num_processes)
     pp = decide_postprocessing(best, labels, gt_folder, file_ending, num_processes)
     finished_folds = sorted(set.intersection(*[set(m.finished_folds) for m in best.members]))
-    recipe = write_recipe(out_dir, best, ranked, pp, pre_dataset.name, finished_folds)
+    instructions = write_inference_instructions(out_dir, best, ranked, pp, pre_dataset.name, finished_folds)
     atomic_write_json(out_dir / "crossval_summary.json", {
         "dataset": pre_dataset.name, "folds": list(folds),
         "models": [{"name": m.name, "finished_folds": m.finished_folds, "missing_folds": m.missing_folds,
                     "foreground_dice": None if math.isnan(m.foreground_dice) else m.foreground_dice,
                     "mean": m.summary.get("mean"), "crossval_dir": str(m.crossval_dir)} for m in models],
-        "ranking": recipe["ranking"], "best": recipe["best"], "postprocessing": pp})
+        "ranking": instructions["ranking"], "best": instructions["best"], "postprocessing": pp})
 
     class_names = {str(v): labels.names[v] for v in labels.foreground_labels} if not labels.has_regions else \
         {str(tuple(r)): n for r, n in zip(labels.regions, labels.region_names)}
@@ -143,14 +150,14 @@ def cross_validate(roots: Roots, dataset: str, runs: Sequence[RunSpec], folds: S
                               f"Post-processing: {pp.get('apply')}.")
     ranking.tables.append((["candidate", "foreground mean Dice"],
                            [[c.name, report._fmt(c.foreground_dice)] for c in ranked]))
-    ranking.paragraphs.append("Predict new scans with: " + " && ".join(recipe["commands"]))
+    ranking.paragraphs.append("Predict new scans with: " + " && ".join(instructions["commands"]))
     sections.append(ranking)
     sections.append(report.learning_curves_section([m for m in models if m.summary]))
     sections.append(report.comparison_section(_pairs([m for m in models if m.summary], folds), class_names))
     sections.append(report.examples_section(best.members[0],
                                             _image_lookup(roots, pre_dataset.name), file_ending))
     html_path, md_path = report.write_report(out_dir, f"Cross-validation report: {pre_dataset.name}", sections)
-    return CrossValidationResult(models, html_path, md_path, recipe, out_dir)
+    return CrossValidationResult(models, html_path, md_path, instructions, out_dir)
 
 
 def _image_lookup(roots: Roots, dataset_name: str):

@@ -89,14 +89,14 @@ def _read_json(path: Path) -> Dict[str, Any]:
 
 def _read_checkpoint(fold_dir: Path) -> Dict[str, Any]:
     """The first checkpoint that loads (``weights_only=True``, memory-mapped), or {}."""
-    import torch
+    from suprem_auto.utils.checkpoint_format import safe_torch_load
 
     for name in CHECKPOINTS:
         path = fold_dir / name
         if not path.is_file():
             continue
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            checkpoint = safe_torch_load(path, mmap=True)
         except Exception:  # noqa: BLE001 - a damaged checkpoint only means "not recorded" here
             continue
         if isinstance(checkpoint, dict):

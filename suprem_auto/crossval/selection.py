@@ -1,4 +1,5 @@
-"""Pick the best configuration (or pair ensemble) by cross-validation Dice and write the inference recipe."""
+"""Pick the best configuration (or pair ensemble) by cross-validation Dice and write the inference instructions
+(``inference_recipe.json``, a file name kept for compatibility, and ``inference_instructions.txt``)."""
 from __future__ import annotations
 
 import itertools
@@ -102,11 +103,13 @@ def inference_commands(best: Candidate, dataset_name: str, folds: Sequence[int])
     return commands
 
 
-def write_recipe(out_dir: Path, best: Candidate, ranked: Sequence[Candidate], pp: Optional[Dict[str, Any]],
-                 dataset_name: str, folds: Sequence[int]) -> Dict[str, Any]:
-    """Write ``inference_recipe.json`` and ``inference_instructions.txt`` into ``out_dir``."""
+def write_inference_instructions(out_dir: Path, best: Candidate, ranked: Sequence[Candidate],
+                                 pp: Optional[Dict[str, Any]], dataset_name: str,
+                                 folds: Sequence[int]) -> Dict[str, Any]:
+    """Write the inference instructions into ``out_dir``: ``inference_recipe.json`` (the file keeps its old name for
+    compatibility; "recipe" otherwise means a training recipe, ``--recipe``) and ``inference_instructions.txt``."""
     commands = inference_commands(best, dataset_name, folds)
-    recipe = {
+    instructions = {
         "dataset": dataset_name,
         "best": best.name,
         "best_foreground_dice": best.foreground_dice,
@@ -117,8 +120,11 @@ def write_recipe(out_dir: Path, best: Candidate, ranked: Sequence[Candidate], pp
         "commands": commands,
         "ranking": [{"name": c.name, "foreground_dice": c.foreground_dice} for c in ranked],
     }
-    atomic_write_json(out_dir / "inference_recipe.json", recipe)
+    atomic_write_json(out_dir / "inference_recipe.json", instructions)
     text = ["# Predict new scans with the configuration that won cross-validation", f"# {best.name}: "
             f"foreground mean Dice {best.foreground_dice:.4f} over folds {list(folds)}", *commands, ""]
     atomic_write(out_dir / "inference_instructions.txt", lambda p: p.write_text("\n".join(text)))
-    return recipe
+    return instructions
+
+
+write_recipe = write_inference_instructions  # the former name

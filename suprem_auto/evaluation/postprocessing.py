@@ -9,7 +9,7 @@
 
 Connectivity is full (26 neighbours in 3D). Dice follows the empty-mask policy of
 :mod:`suprem_auto.evaluation.metrics` (NaN when both empty, excluded from means). The decision is saved as JSON;
-:func:`apply_postprocessing` replays it on a label map.
+:func:`suprem_auto.inference.postprocessing.apply_postprocessing` (re-exported here) replays it on a label map.
 """
 from __future__ import annotations
 
@@ -19,60 +19,17 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from scipy import ndimage
 
 from suprem_auto.evaluation.evaluate import (EvaluationError, LabelList, case_name, list_label_files,
                                              run_parallel)
 from suprem_auto.evaluation.metrics import class_key, class_mask, dice_from_masks, normalize_class
 from suprem_auto.imageio import geometry_mismatch, read_segmentation, write_segmentation
-from suprem_auto.utils.atomic import atomic_write_json, load_json
+from suprem_auto.inference.postprocessing import (apply_postprocessing, class_values,  # noqa: F401 - re-exported
+                                                 keep_largest_component, largest_component, load_postprocessing)
+from suprem_auto.utils.atomic import atomic_write_json
 
 PathLike = Union[str, Path]
 FORMAT_VERSION = 1
-
-
-def _values(label: Union[int, Sequence[int]]) -> Tuple[int, ...]:
-    label = normalize_class(label)
-    return label if isinstance(label, tuple) else (label,)
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest connected component of a boolean mask (full connectivity); an empty mask stays empty."""
-    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
-    components, n = ndimage.label(mask, structure=structure)
-    if n <= 1:
-        return mask.astype(bool, copy=True)
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    return components == int(np.argmax(sizes))
-
-
-def keep_largest_component(segmentation: np.ndarray, values: Sequence[int], background: int = 0) -> np.ndarray:
-    """Copy of ``segmentation`` where voxels of ``values`` outside their union's largest component become background."""
-    mask = np.isin(segmentation, list(values))
-    result = segmentation.copy()
-    result[mask & ~largest_component(mask)] = background
-    return result
-
-
-def apply_postprocessing(segmentation: np.ndarray, pp: Dict[str, Any]) -> np.ndarray:
-    """Replay a decision of :func:`determine_postprocessing` (its dict or its ``"apply"`` part) on a label map."""
-    steps = pp.get("apply", pp)
-    result = np.asarray(segmentation)
-    if steps.get("keep_largest_foreground_component"):
-        result = keep_largest_component(result, steps["foreground_labels"])
-    for label in steps.get("keep_largest_component_of", []):
-        result = keep_largest_component(result, _values(label))
-    return result
-
-
-def load_postprocessing(path: PathLike) -> Dict[str, Any]:
-    """Read and check a postprocessing JSON."""
-    pp = load_json(path)
-    steps = pp.get("apply") if isinstance(pp, dict) else None
-    if not isinstance(steps, dict) or "keep_largest_foreground_component" not in steps:
-        raise ValueError(f"{path}: not a postprocessing file (missing 'apply.keep_largest_foreground_component')")
-    return pp
 
 
 def _postprocess_file_job(job: Tuple[Path, Path, Dict[str, Any]]) -> Path:
@@ -110,14 +67,14 @@ def _case_dices(job: Tuple[Path, Path, List[Any], Optional[int]]) -> Dict[str, D
         raise EvaluationError(f"{prediction_file}: geometry differs from reference {reference_file}: {diff}")
     reference, prediction = reference[0], prediction[0]
     valid = None if ignore_label is None else reference != ignore_label
-    foreground_values = sorted({v for label in labels for v in _values(label)})
+    foreground_values = sorted({v for label in labels for v in class_values(label)})
     starts = {"none": prediction, "foreground": keep_largest_component(prediction, foreground_values)}
     result: Dict[str, Dict[str, float]] = {}
     for name, start in starts.items():
         result[name] = _class_dices(reference, start, labels, valid)
         result[name + "+class"] = {
             class_key(label): dice_from_masks(class_mask(reference, label),
-                                              class_mask(keep_largest_component(start, _values(label)), label), valid)
+                                              class_mask(keep_largest_component(start, class_values(label)), label), valid)
             for label in labels}
     return result
 
@@ -173,7 +130,7 @@ def determine_postprocessing(ref_folder: PathLike, pred_folder: PathLike, labels
     pp = {
         "format_version": FORMAT_VERSION,
         "apply": {"keep_largest_foreground_component": bool(use_foreground),
-                  "foreground_labels": sorted({v for label in labels for v in _values(label)}),
+                  "foreground_labels": sorted({v for label in labels for v in class_values(label)}),
                   "keep_largest_component_of": [list(c) if isinstance(c, tuple) else c for c in chosen]},
         "connectivity": "full",
         "labels": keys, "file_ending": file_ending, "ignore_label": ignore_label,

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from suprem_auto.fingerprint.orientation import ras_axis_permutation
-from suprem_auto.preprocessing.cropping import bbox_of_mask, nonzero_mask
+from suprem_auto.imageio.cropping import bbox_of_mask, nonzero_mask
 from suprem_auto.utils.atomic import atomic_write_json, load_json
 
 FINGERPRINT_FORMAT_VERSION = 1

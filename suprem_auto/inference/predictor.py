@@ -23,11 +23,15 @@ from suprem_auto.imageio import read_images
 from suprem_auto.inference.cases import CaseInputs, InputCase, check_outputs_spare_inputs, find_input_cases
 from suprem_auto.inference.intensity_check import intensity_warnings
 from suprem_auto.inference.export import probabilities_path, segmentation_path, write_case
-from suprem_auto.inference.sliding_window import DeviceLike, predict_sliding_window, resolve_device, resolve_precision
+from suprem_auto.inference.postprocessing import apply_postprocessing, load_postprocessing
+from suprem_auto.inference.sliding_window import predict_sliding_window, resolve_precision
 from suprem_auto.networks import build_network
-from suprem_auto.planning import load_plans
+from suprem_auto.planning import load_plans, plans_view
 from suprem_auto.preprocessing import preprocess_case, probabilities_to_segmentation, revert_probabilities
 from suprem_auto.utils.atomic import load_json
+from suprem_auto.utils.checkpoint_format import CheckpointError
+from suprem_auto.utils.checkpoint_format import load_checkpoint as read_our_checkpoint
+from suprem_auto.utils.device import DeviceLike, resolve_device
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -65,18 +69,12 @@ def _strip_prefixes(state: StateDict) -> StateDict:
 
 
 def load_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """Load a checkpoint dict safely (``weights_only=True``) and check it holds ``network_weights``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFolderError(f"{path}: checkpoint does not exist")
+    """Load one of our checkpoints safely (:func:`suprem_auto.utils.checkpoint_format.load_checkpoint`); any problem
+    is a ``ModelFolderError`` naming the file."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or unsafe files
-        from suprem_auto.pretrained.checkpoint_io import checkpoint_load_error
-        raise ModelFolderError(str(checkpoint_load_error(path, exc))) from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("network_weights"), dict):
-        raise ModelFolderError(f"{path}: checkpoint lacks 'network_weights'")
-    return checkpoint
+        return read_our_checkpoint(path)
+    except CheckpointError as exc:
+        raise ModelFolderError(str(exc)) from None
 
 
 def _load_plans(path: Path) -> Dict[str, Any]:
@@ -107,24 +105,32 @@ class Predictor:
     Build it with :meth:`from_model_folder` (trained model on disk) or :meth:`from_network` (a network in memory,
     e.g. the trainer's final validation), then call :meth:`predict_files`, :meth:`predict_array` or
     :meth:`predict_preprocessed` as often as needed.
+
+    Example (a trained model folder; ``tests/test_predictor.py`` runs the same calls)::
+
+        from suprem_auto.inference import Predictor
+        predictor = Predictor.from_model_folder("results/Dataset004_Hippocampus/SupremTrainer__suprem_plans__3d_fullres",
+                                                folds=[0], device="cpu", use_mirroring=False)
+        report = predictor.predict_files("imagesTs/", "predictions/")   # report.written, report.failed
     """
 
     def __init__(self, network: nn.Module, plans: Dict[str, Any], configuration: str, dataset_json: Dict[str, Any],
                  fold_weights: Optional[Sequence[StateDict]] = None, mirror_axes: Optional[Sequence[int]] = None,
                  use_mirroring: bool = True, step_size: float = 0.5, device: DeviceLike = "auto",
                  tile_batch_size: Optional[int] = None, progress: bool = True, cpu_bf16: bool = False,
-                 postprocessing: Optional[Dict[str, Any]] = None, precision: str = "auto") -> None:
+                 postprocessing: Optional[Dict[str, Any]] = None, precision: str = "auto",
+                 nnunet_gaussian: bool = False) -> None:
         if configuration not in plans.get("configurations", {}):
             known = ", ".join(plans.get("configurations", {})) or "none"
             raise ModelFolderError(f"plans have no configuration '{configuration}' (known: {known})")
         self.plans = plans
         self.configuration = configuration
-        self.config = plans["configurations"][configuration]
+        self.configuration_plan = plans_view(plans).configuration(configuration)
         self.dataset_json = dataset_json
         self.labels: LabelSpec = parse_labels(dataset_json)
         self.num_channels = len(dataset_json["channel_names"])
         self.num_outputs = self.labels.num_segmentation_heads
-        self.patch_size = [int(p) for p in self.config["patch_size"]]
+        self.patch_size = list(self.configuration_plan.patch_size)
         self.device = resolve_device(device)
         self.network = network.to(self.device)
         self.fold_weights = [_strip_prefixes(w) for w in fold_weights] if fold_weights else []
@@ -138,6 +144,7 @@ class Predictor:
         # auto: bf16 on a CPU with native bf16 (the training's detection), fp16 on CUDA, else fp32; cpu_bf16 = bf16
         self.precision = resolve_precision(precision, self.device, cpu_bf16)
         self.postprocessing = postprocessing
+        self.nnunet_gaussian = nnunet_gaussian  # nnU-Net model folders: tiles weighted with nnU-Net's map
         self.file_ending = dataset_json.get("file_ending", ".nii.gz")
 
     # ------------------------------------------------------------------ construction
@@ -170,7 +177,7 @@ class Predictor:
         if configuration not in plans.get("configurations", {}):
             raise ModelFolderError(f"{folder}: cannot tell the configuration ({configuration!r} not in plans.json)")
         labels = parse_labels(dataset_json, folder / "dataset.json")
-        network = build_network(plans["configurations"][configuration]["architecture"],
+        network = build_network(plans_view(plans).configuration(configuration).architecture.to_json(),
                                 len(dataset_json["channel_names"]), labels.num_segmentation_heads,
                                 deep_supervision=False)
         if "mirror_axes" not in options:
@@ -180,7 +187,6 @@ class Predictor:
         if postprocessing_file and not pp_path.is_file():
             raise ModelFolderError(f"{pp_path}: postprocessing file does not exist")
         if use_postprocessing and pp_path.is_file():
-            from suprem_auto.evaluation.postprocessing import load_postprocessing
             postprocessing = load_postprocessing(pp_path)
         fold_weights = [_strip_prefixes(c["network_weights"]) for c in checkpoints]
         for name, weights in zip(fold_names, fold_weights):
@@ -225,7 +231,8 @@ class Predictor:
                 logits = predict_sliding_window(self.network, tensor, self.patch_size, self.num_outputs,
                                                 step=self.step_size, mirror_axes=self.mirror_axes,
                                                 tile_batch_size=self.tile_batch_size, device=self.device,
-                                                progress=self.progress, precision=self.precision)
+                                                progress=self.progress, precision=self.precision,
+                                                nnunet_gaussian=self.nnunet_gaussian)
                 probs = self._to_probabilities(logits)
                 total = probs if total is None else total.add_(probs)
             assert total is not None
@@ -244,7 +251,6 @@ class Predictor:
                                         regions=self.labels.has_regions)
         segmentation = np.asarray(probabilities_to_segmentation(reverted, self.labels))
         if self.postprocessing is not None:
-            from suprem_auto.evaluation.postprocessing import apply_postprocessing
             segmentation = apply_postprocessing(segmentation, self.postprocessing)
         return segmentation, reverted
 

@@ -12,15 +12,18 @@ import itertools
 import logging
 import math
 from contextlib import nullcontext
-from typing import ContextManager, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import ContextManager, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from suprem_auto.utils.device import DeviceLike, resolve_device
+
 logger = logging.getLogger(__name__)
-DeviceLike = Union[str, torch.device]
+__all__ = ["compute_tile_starts", "count_tiles", "count_network_calls", "gaussian_importance_map",
+           "mirror_combinations", "predict_sliding_window", "resolve_device", "resolve_precision"]
 GAUSSIAN_FLOOR = 1e-3  # lowest tile weight relative to the centre: keeps fp16 accumulation and division well defined
 
 
@@ -46,10 +49,11 @@ def compute_tile_starts(shape: Sequence[int], patch: Sequence[int], step: float 
 
 
 @functools.lru_cache(maxsize=8)
-def _gaussian_cached(patch: Tuple[int, ...], sigma_scale: float) -> np.ndarray:
+def _gaussian_cached(patch: Tuple[int, ...], sigma_scale: float, peak_at_half: bool) -> np.ndarray:
     weights = np.ones((), dtype=np.float64)
     for p in patch:
-        coords = np.arange(p, dtype=np.float64) - (p - 1) / 2.0
+        centre = p // 2 if peak_at_half else (p - 1) / 2.0
+        coords = np.arange(p, dtype=np.float64) - centre
         sigma = max(p * sigma_scale, 1e-6)
         weights = np.multiply.outer(weights, np.exp(-0.5 * (coords / sigma) ** 2))
     weights /= weights.max()
@@ -58,12 +62,14 @@ def _gaussian_cached(patch: Tuple[int, ...], sigma_scale: float) -> np.ndarray:
     return weights
 
 
-def gaussian_importance_map(patch: Sequence[int], sigma_scale: float = 1.0 / 8) -> np.ndarray:
-    """Separable Gaussian of the patch's shape, centred, sigma = patch * sigma_scale, max 1, floored at 1e-3.
+def gaussian_importance_map(patch: Sequence[int], sigma_scale: float = 1.0 / 8, nnunet_centre: bool = False) -> np.ndarray:
+    """Separable Gaussian of the patch's shape, sigma = patch * sigma_scale, max 1, floored at 1e-3.
 
-    Cached per patch size; the returned array is read-only.
+    Centred (symmetric, so mirrored test-time passes stay flip-equivariant), or with ``nnunet_centre`` peaking at
+    voxel ``p // 2`` per axis as nnU-Net v2's map does (used for nnU-Net model folders, so their overlapping tiles
+    are weighted as ``nnUNetv2_predict`` weights them). Cached per patch size; the returned array is read-only.
     """
-    return _gaussian_cached(tuple(int(p) for p in patch), float(sigma_scale))
+    return _gaussian_cached(tuple(int(p) for p in patch), float(sigma_scale), bool(nnunet_centre))
 
 
 def mirror_combinations(mirror_axes: Optional[Sequence[int]]) -> List[Tuple[int, ...]]:
@@ -75,24 +81,11 @@ def mirror_combinations(mirror_axes: Optional[Sequence[int]]) -> List[Tuple[int,
     return combos
 
 
-def resolve_device(device: DeviceLike = "auto") -> torch.device:
-    """'auto' picks CUDA, then MPS, then CPU; anything else is passed to torch.device."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
-
-
 def resolve_precision(precision: Optional[str], device: torch.device, cpu_bf16: bool = False) -> str:
-    """The autocast precision of a prediction: ``auto`` detects as training does (``training/precision.py``: CUDA
+    """The autocast precision of a prediction: ``auto`` detects as training does (``utils/precision.py``: CUDA
     fp16, CPU bf16 where native, else fp32); ``None`` keeps this function's former default (CUDA fp16, CPU fp32, or
     bf16 with ``cpu_bf16``); ``fp32``/``bf16``/``fp16`` force."""
-    from suprem_auto.training.precision import inference_precision
+    from suprem_auto.utils.precision import inference_precision
 
     if precision is None:
         if device.type == "cuda":
@@ -135,6 +128,24 @@ def _tile_slices(shape: Sequence[int], patch: Sequence[int], step: float, two_d:
     return [tuple(slice(s, s + p) for s, p in zip(starts, patch)) for starts in itertools.product(*per_axis)]
 
 
+def count_tiles(shape: Sequence[int], patch: Sequence[int], step: float = 0.5) -> int:
+    """Tiles the sliding window predicts over an image of spatial ``shape`` (padded to at least the patch); a
+    2-size ``patch`` is predicted slice by slice along axis 0. The one tile count (the budget's reserve uses it)."""
+    two_d = len(patch) == 2
+    full = (1, *patch) if two_d else tuple(int(p) for p in patch)
+    padded = [max(int(sz), int(p)) for sz, p in zip(shape, full)]
+    per_axis = compute_tile_starts(padded[1:], full[1:], step) if two_d else compute_tile_starts(padded, full, step)
+    n = padded[0] if two_d else 1
+    for starts in per_axis:
+        n *= len(starts)
+    return n
+
+
+def count_network_calls(shape: Sequence[int], patch: Sequence[int], tile_batch_size: int, step: float = 0.5) -> int:
+    """Forward calls of one pass (no mirroring) over the image: tiles in batches of ``tile_batch_size``."""
+    return math.ceil(count_tiles(shape, patch, step) / max(1, int(tile_batch_size)))
+
+
 def _batches(items: List[Tuple[slice, ...]], size: int) -> Iterator[List[Tuple[slice, ...]]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -163,13 +174,13 @@ def _predict_tiles(network: nn.Module, tiles: torch.Tensor, combos: List[Tuple[i
 
 def _accumulate(network: nn.Module, data: torch.Tensor, patch: Sequence[int], num_outputs: int, step: float,
                 combos: List[Tuple[int, ...]], tile_batch_size: int, device: torch.device, store: torch.device,
-                precision: str, progress: bool, two_d: bool) -> torch.Tensor:
+                precision: str, progress: bool, two_d: bool, nnunet_gaussian: bool = False) -> torch.Tensor:
     padded, crop = _pad_to_patch(data, patch)
     shape = padded.shape[1:]
     acc_dtype = torch.float16 if store.type == "cuda" else torch.float32
     logits = torch.zeros((num_outputs, *shape), dtype=acc_dtype, device=store)
     weights = torch.zeros(tuple(shape), dtype=torch.float32, device=store)
-    gaussian = torch.tensor(gaussian_importance_map(patch[1:] if two_d else patch))
+    gaussian = torch.tensor(gaussian_importance_map(patch[1:] if two_d else patch, nnunet_centre=nnunet_gaussian))
     if two_d:
         gaussian = gaussian[None]
     gaussian = gaussian.to(store)
@@ -196,15 +207,17 @@ def _accumulate(network: nn.Module, data: torch.Tensor, patch: Sequence[int], nu
 def predict_sliding_window(network: nn.Module, data: torch.Tensor, patch_size: Sequence[int], num_outputs: int,
                            step: float = 0.5, mirror_axes: Optional[Sequence[int]] = (0, 1, 2),
                            tile_batch_size: int = 1, device: DeviceLike = "auto", progress: bool = True,
-                           cpu_bf16: bool = False, precision: Optional[str] = None) -> torch.Tensor:
+                           cpu_bf16: bool = False, precision: Optional[str] = None,
+                           nnunet_gaussian: bool = False) -> torch.Tensor:
     """Averaged logits ``(num_outputs, z, y, x)`` (float32, CPU) of ``network`` over the ``(c, z, y, x)`` volume.
 
     ``patch_size`` has 3 sizes (3D network) or 2 (2D network fed ``(b, c, y, x)`` slices along axis 0).
     ``mirror_axes`` are spatial axes of the patch (``None`` or ``()`` disables test-time mirroring).
     Accumulation happens on ``device`` (fp16 on CUDA, fp32 elsewhere) and moves to CPU memory if the device
     runs out. ``precision`` (:func:`resolve_precision`): ``auto`` = bf16 autocast on a CPU with native bf16, fp16 on
-    CUDA, else fp32; ``None`` = fp16 on CUDA and fp32 on CPU unless ``cpu_bf16``. The network must be on ``device``
-    and in eval mode.
+    CUDA, else fp32; ``None`` = fp16 on CUDA and fp32 on CPU unless ``cpu_bf16``. ``nnunet_gaussian`` weights tiles
+    with nnU-Net's off-centre map (:func:`gaussian_importance_map`). The network must be on ``device`` and in eval
+    mode.
     """
     if data.ndim != 4:
         raise ValueError(f"expected data of shape (c, z, y, x), got {tuple(data.shape)}")
@@ -224,9 +237,11 @@ def predict_sliding_window(network: nn.Module, data: torch.Tensor, patch_size: S
     args = (network, data, patch, num_outputs, step, combos, max(1, int(tile_batch_size)), device)
     if device.type != "cpu":
         try:
-            return _accumulate(*args, store=device, precision=precision, progress=progress, two_d=two_d)
+            return _accumulate(*args, store=device, precision=precision, progress=progress, two_d=two_d,
+                               nnunet_gaussian=nnunet_gaussian)
         except torch.OutOfMemoryError:
             logger.warning("%s ran out of memory; accumulating the sliding window in CPU memory", device)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    return _accumulate(*args, store=torch.device("cpu"), precision=precision, progress=progress, two_d=two_d)
+    return _accumulate(*args, store=torch.device("cpu"), precision=precision, progress=progress, two_d=two_d,
+                       nnunet_gaussian=nnunet_gaussian)

@@ -1,78 +1,68 @@
 """Network construction from a plans ``architecture`` entry: ``build_network(architecture, in_ch, out_ch, ds)``."""
 from __future__ import annotations
 
+import importlib
 import inspect
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from suprem_auto.networks.groups import parameter_groups
-from suprem_auto.networks.plain_unet import PlainConvUNet
-from suprem_auto.networks.resenc_unet import ResidualEncoderUNet
-from suprem_auto.networks.suprem_unet import UNet3D
+from suprem_auto.networks.registry import (Backbone, backbone_names, get_backbone, register_backbone,
+                                           unregister_backbone)
 
-# SegResNet and Swin UNETR come from MONAI, whose import costs seconds: they are imported when first used.
-_LAZY = {"SuPreMSegResNet": "suprem_auto.networks.segresnet", "SuPreMSwinUNETR": "suprem_auto.networks.swin_unetr"}
+if TYPE_CHECKING:
+    from torch import nn
+
+# The network classes are imported when first used: the registry (read by the torch-free plans schema) must not
+# pull in torch, and MONAI (SegResNet, Swin UNETR) costs seconds.
+_LAZY = {"PlainConvUNet": "suprem_auto.networks.plain_unet", "ResidualEncoderUNet": "suprem_auto.networks.resenc_unet",
+         "UNet3D": "suprem_auto.networks.suprem_unet", "SuPreMSegResNet": "suprem_auto.networks.segresnet",
+         "SuPreMSwinUNETR": "suprem_auto.networks.swin_unetr"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-ARCHITECTURES = ("plain_unet", "suprem_unet", "segresnet", "swin_unetr", "resenc_unet")
-_ALLOWED_KWARGS = {
-    "plain_unet": {"n_stages", "features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage",
-                   "n_conv_per_stage_decoder"},
-    "suprem_unet": {"base_width"},
-    "segresnet": {"init_filters", "blocks_down", "blocks_up", "dropout_prob"},
-    "swin_unetr": {"feature_size", "depths", "num_heads", "dropout_path_rate", "use_checkpoint", "patch_merging"},
-    "resenc_unet": {"n_stages", "features_per_stage", "kernel_sizes", "strides", "n_blocks_per_stage",
-                    "n_conv_per_stage_decoder"},
-}
+
+def architectures() -> tuple:
+    """Names of the registered architectures (``suprem_auto.networks.registry``), in registration order."""
+    return backbone_names()
 
 
 def build_network(architecture: dict, num_input_channels: int, num_outputs: int,
-                  deep_supervision: bool) -> nn.Module:
-    """Build the network named by ``architecture = {"name": ..., "kwargs": {...}}``.
+                  deep_supervision: bool) -> "nn.Module":
+    """Build the network named by ``architecture = {"name": ..., "kwargs": {...}}`` from its registry entry.
 
-    Only ``plain_unet`` and ``resenc_unet`` support deep supervision; the SuPreM backbones ignore the flag. Every returned module has a
-    settable ``deep_supervision`` attribute and ``architecture_name``.
+    Only backbones registered with ``deep_supervision=True`` (``plain_unet``, ``resenc_unet``) get the flag; the
+    others ignore it. Every returned module has a settable ``deep_supervision`` attribute and ``architecture_name``.
+
+    >>> import torch
+    >>> from suprem_auto.networks import build_network
+    >>> net = build_network({"name": "plain_unet", "kwargs": {"n_stages": 2, "features_per_stage": [4, 8],
+    ...     "strides": [[1, 1, 1], [2, 2, 2]], "kernel_sizes": [[3, 3, 3], [3, 3, 3]],
+    ...     "n_conv_per_stage": 1, "n_conv_per_stage_decoder": 1}}, 1, 3, False)
+    >>> tuple(net(torch.zeros(1, 1, 8, 8, 8)).shape)
+    (1, 3, 8, 8, 8)
     """
     name = architecture.get("name")
     kwargs = dict(architecture.get("kwargs") or {})
-    if name not in _ALLOWED_KWARGS:
-        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
-    unknown = sorted(set(kwargs) - _ALLOWED_KWARGS[name])
+    entry = get_backbone(name)
+    unknown = sorted(set(kwargs) - entry.allowed_kwargs)
     if unknown:
         raise ValueError(f"architecture {name!r} does not take kwargs {unknown}")
-    if name in ("plain_unet", "resenc_unet"):
+    if entry.deep_supervision:
         kwargs["deep_supervision"] = deep_supervision
-    net: nn.Module = network_class(name)(num_input_channels, num_outputs, **kwargs)
+    net = entry.network_class()(num_input_channels, num_outputs, **kwargs)
+    if not hasattr(net, "deep_supervision"):
+        net.deep_supervision = False
     net.architecture_name = name
     return net
 
 
 def network_class(name: str) -> type:
     """The module class of an architecture name (MONAI-based ones imported on first use)."""
-    if name == "plain_unet":
-        return PlainConvUNet
-    if name == "suprem_unet":
-        return UNet3D
-    if name == "resenc_unet":
-        return ResidualEncoderUNet
-    if name == "segresnet":
-        return __getattr__("SuPreMSegResNet")
-    if name == "swin_unetr":
-        return __getattr__("SuPreMSwinUNETR")
-    raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
-
-
-# The width kwarg of each architecture and the multiple its values must be (SegResNet's GroupNorm has 8 groups;
-# MONAI's Swin UNETR needs feature_size divisible by 12). Unset kwargs scale the constructor's default.
-WIDTH_KWARGS = {"plain_unet": ("features_per_stage", 1), "resenc_unet": ("features_per_stage", 1), "segresnet": ("init_filters", 8),
-                "suprem_unet": ("base_width", 4), "swin_unetr": ("feature_size", 12)}
+    return get_backbone(name).network_class()
 
 
 def _scaled(value: int, factor: float, multiple: int) -> int:
@@ -93,9 +83,13 @@ def scale_width(architecture: dict, factor: float) -> dict:
     if factor <= 0:
         raise ValueError(f"network width factor must be > 0, got {factor}")
     name, kwargs = architecture.get("name"), dict(architecture.get("kwargs") or {})
-    if name not in WIDTH_KWARGS:
-        raise ValueError(f"--network_width {factor:g}: unknown architecture {name!r}")
-    key, multiple = WIDTH_KWARGS[name]
+    try:
+        entry = get_backbone(name)
+    except ValueError:
+        raise ValueError(f"--network_width {factor:g}: unknown architecture {name!r}") from None
+    if entry.width_arg is None:
+        raise ValueError(f"--network_width {factor:g}: architecture {name!r} has no width argument")
+    key, multiple = entry.width_arg, entry.width_multiple
     value = kwargs.get(key, inspect.signature(network_class(name)).parameters[key].default)
     if value is inspect.Parameter.empty:
         raise ValueError(f"--network_width {factor:g}: {name} needs {key} in its kwargs")
@@ -104,5 +98,6 @@ def scale_width(architecture: dict, factor: float) -> dict:
     return {**architecture, "kwargs": kwargs}
 
 
-__all__ = ["ARCHITECTURES", "build_network", "network_class", "scale_width",
+__all__ = ["Backbone", "architectures", "build_network", "get_backbone", "register_backbone",
+           "unregister_backbone", "network_class", "scale_width",
            "parameter_groups", "PlainConvUNet", "ResidualEncoderUNet", "UNet3D", "SuPreMSegResNet", "SuPreMSwinUNETR"]

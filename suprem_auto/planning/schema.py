@@ -8,7 +8,6 @@ from suprem_auto.utils.atomic import atomic_write_json, load_json_or_raise
 
 PLANS_FORMAT_VERSION = 1
 NORMALIZATION_SCHEMES = ("ct", "zscore", "window", "none", "rescale_0_1")
-ARCHITECTURES = ("plain_unet", "suprem_unet", "segresnet", "swin_unetr", "resenc_unet")
 PLAIN_UNET_KWARGS = ("n_stages", "features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage",
                      "n_conv_per_stage_decoder")
 RESENC_UNET_KWARGS = ("n_stages", "features_per_stage", "kernel_sizes", "strides", "n_blocks_per_stage",
@@ -62,8 +61,13 @@ def _validate_normalization(source: Any, field: str, entries: Any) -> None:
 
 
 def _validate_architecture(source: Any, field: str, arch: Any, patch_size: list) -> None:
-    if not isinstance(arch, dict) or arch.get("name") not in ARCHITECTURES:
-        _fail(source, field + ".name", f"must be one of {ARCHITECTURES}, got {arch.get('name') if isinstance(arch, dict) else arch!r}")
+    from suprem_auto.networks.registry import backbone_names, get_backbone  # the architecture registry
+
+    name = arch.get("name") if isinstance(arch, dict) else arch
+    try:
+        get_backbone(name if isinstance(arch, dict) else None)
+    except ValueError:
+        _fail(source, field + ".name", f"must be one of {backbone_names()}, got {name!r}")
     kwargs = arch.get("kwargs")
     if not isinstance(kwargs, dict):
         _fail(source, field + ".kwargs", "must be an object")

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from suprem_auto.preprocessing.cropping import bbox_slices, crop_to_nonzero
+from suprem_auto.imageio.cropping import bbox_slices, crop_to_nonzero
 from suprem_auto.preprocessing.normalization import normalize
 from suprem_auto.preprocessing.resampling import (compute_new_shape, resample_data, resample_segmentation,
                                                   resample_volume, separate_z_axis)

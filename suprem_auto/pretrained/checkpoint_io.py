@@ -2,34 +2,18 @@
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Union
 
-import numpy as np
 import torch
+
+from suprem_auto.utils.checkpoint_format import (CheckpointError, UnsafeCheckpointError,  # noqa: F401 - re-exported
+                                                 checkpoint_load_error, numpy_scalar_globals, safe_torch_load)
 
 PathLike = Union[str, os.PathLike]
 
 # Containers that hold the state dict, in the order they are tried.
 CONTAINER_KEYS = ("network_weights", "net", "state_dict", "model", "student", "module")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used (unreadable, truncated, wrong layout or shapes)."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The file needs pickled code to load; it is refused and nothing in it is executed."""
-
-
-def _numpy_scalar_globals() -> list[Any]:
-    """The numpy objects needed to rebuild plain numpy scalars (e.g. ``best_acc``); nothing that runs code."""
-    scalar = getattr(getattr(np, "_core", None), "multiarray", None)
-    scalar = getattr(scalar, "scalar", None) or np.core.multiarray.scalar
-    types = (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.bool_)
-    return [scalar, np.dtype, *[type(np.dtype(t)) for t in types]]
 
 
 def read_checkpoint(path: PathLike) -> Any:
@@ -47,45 +31,7 @@ def read_checkpoint(path: PathLike) -> Any:
             return load_file(str(path), device="cpu")
         except Exception as e:  # safetensors raises its own error types
             raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from None
-    try:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt or unsafe files
-        raise checkpoint_load_error(path, e) from None
-
-
-_TORCH_ADVICE = ("weights_only", "add_safe_globals", "safe_globals(", "allowlist", "trust")
-
-
-def _unsafe_detail(text: str) -> str:
-    """What torch's weights-only unpickler refused ("GLOBAL __main__.Evil", "Unsupported operand 80"), without
-    torch's advice on how to load the file anyway."""
-    for line in text.splitlines():
-        if "Unsupported" in line or "GLOBAL" in line:
-            detail = line.strip()
-            detail = detail.split("WeightsUnpickler error:", 1)[-1].strip()
-            detail = detail.split(" was not an allowed global", 1)[0]
-            return detail.split(". Please", 1)[0].rstrip(".").strip()
-    return ""
-
-
-def checkpoint_load_error(path: PathLike, exc: BaseException) -> CheckpointError:
-    """The one-line error for a checkpoint ``torch.load(weights_only=True)`` could not read.
-
-    A file that needs pickled code or types outside the allow-list becomes ``UnsafeCheckpointError`` naming what was
-    refused; torch's advice to re-run with ``weights_only=False`` or to allow-list the global is dropped, since it
-    would turn the protection off. Anything else (truncated, corrupt) becomes ``CheckpointError`` with torch's
-    first line, never cut short."""
-    text = str(exc)
-    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
-        detail = _unsafe_detail(text)
-        return UnsafeCheckpointError(
-            f"{path}: refused for safety: the file holds pickled code or types outside the allow-list of plain "
-            f"tensors, numbers, strings, lists and dicts{' (' + detail + ')' if detail else ''}; nothing in it was "
-            "run. Ask its author for a plain state dict or a .safetensors file")
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip() and
-                  not any(a in ln for a in _TORCH_ADVICE)), type(exc).__name__)
-    return CheckpointError(f"{path}: cannot read checkpoint (truncated or corrupt?): {first}")
+    return safe_torch_load(path)
 
 
 def unwrap_state_dict(obj: Any, path: PathLike) -> tuple[dict[str, torch.Tensor], str | None]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from suprem_auto.networks.registry import backbone_of_checkpoint_keys, get_backbone
 from suprem_auto.pretrained.checkpoint_io import CheckpointError
 
 UNIVERSAL_HEAD_PREFIXES = ("organ_embedding", "precls_conv.", "GAP.", "controller.", "text_to_vision.")
@@ -25,6 +26,15 @@ LAYOUT_DESCRIPTIONS = {
     "resenc_unet_state_dict": "resenc_unet state dict (nnU-Net ResidualEncoderUNet names)",
     "nnunet_v2": "nnU-Net v2 checkpoint (PlainConvUNet / ResidualEncoderUNet)",
 }
+
+
+
+def layout_description(layout: str) -> str:
+    """What a layout is; a backbone's bare state dict (``<name>_state_dict``) needs no entry above."""
+    if layout in LAYOUT_DESCRIPTIONS:
+        return LAYOUT_DESCRIPTIONS[layout]
+    return f"{layout[:-len('_state_dict')]} state dict" if layout.endswith("_state_dict") else layout
+
 
 # Layouts whose file holds only the Swin encoder: decoder tensors stay randomly initialised.
 ENCODER_ONLY_LAYOUTS = ("nv_swin_ssl_encoder", "nv_swin_ssl_head")
@@ -46,18 +56,8 @@ def _has(keys: list[str], *prefixes: str) -> bool:
 
 
 def backbone_family(keys: list[str]) -> str | None:
-    """Which of our architectures the (prefix-stripped) keys belong to, or None."""
-    if _has(keys, "down_tr64."):
-        return "suprem_unet"
-    if _has(keys, "swinViT.", "swin_vit.", "patch_embed.", "layers1.", "encoder.layers1.", "encoder.patch_embed."):
-        return "swin_unetr"
-    if _has(keys, "convInit."):
-        return "segresnet"
-    if _has(keys, "encoder.stem."):
-        return "resenc_unet"
-    if _has(keys, "encoder.stages."):
-        return "plain_unet"
-    return None
+    """Which registered architecture the (prefix-stripped) keys belong to (its ``checkpoint_keys``), or None."""
+    return backbone_of_checkpoint_keys(keys)
 
 
 def _detect(keys: list[str], family: str, top_keys: set[str], container: str | None) -> str:
@@ -70,10 +70,8 @@ def _detect(keys: list[str], family: str, top_keys: set[str], container: str | N
     if family == "suprem_unet":
         return "models_genesis" if "optimizer_state_dict" in top_keys or container == "state_dict" else \
             "unet3d_state_dict"
-    if family == "plain_unet":
-        return "plain_unet_state_dict"
-    if family == "resenc_unet":
-        return "resenc_unet_state_dict"
+    if family != "swin_unetr":  # a backbone's first layout is the one of its bare state dict
+        return (get_backbone(family).layouts or (f"{family}_state_dict",))[0]
     if _has(keys, "encoder.layers1.0.0.", "encoder.patch_embed."):
         return "dae_swin_unetr"
     if _has(keys, "patch_embed.", "layers1."):
@@ -113,7 +111,7 @@ def _rename_swin(layout: str, key: str) -> tuple[str | None, str]:
 
 def _nnunet_canonical(stripped: dict[str, torch.Tensor], top_keys: set[str], path: str) -> Canonical | None:
     """nnU-Net v2 names (its checkpoint, its aliases, or PlainConvUNet's ``convs``) renamed to ours; else None."""
-    from suprem_auto.interop.nnunet.keys import from_nnunet_keys, nnunet_network_kind
+    from suprem_auto.pretrained.nnunet_keys import from_nnunet_keys, nnunet_network_kind
 
     kind = nnunet_network_kind(stripped)
     nnunet_only = "init_args" in top_keys or any(".all_modules." in k or k.startswith("decoder.encoder.")
@@ -128,13 +126,21 @@ def _nnunet_canonical(stripped: dict[str, torch.Tensor], top_keys: set[str], pat
 
 
 def canonicalise(stripped: dict[str, torch.Tensor], top_keys: set[str], container: str | None,
-                 path: str, removed_prefixes: list[str]) -> Canonical:
-    """Detect the layout of prefix-stripped tensors and rename them to our parameter names."""
+                 path: str, removed_prefixes: list[str], stored_architecture: str | None = None) -> Canonical:
+    """Detect the layout of prefix-stripped tensors and rename them to our parameter names.
+
+    ``stored_architecture``: the architecture name one of our own checkpoints records; it names the backbone (also
+    one registered without ``checkpoint_keys``)."""
     keys = list(stripped)
     nnunet = _nnunet_canonical(stripped, top_keys, path)
     if nnunet is not None:
         return nnunet
     family = backbone_family(keys)
+    if {"network_weights", "trainer_name"} <= top_keys and stored_architecture is not None:
+        try:  # our own checkpoint says what it holds
+            family = get_backbone(stored_architecture).name
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: trained with an architecture not registered here: {exc}") from None
     if family is None:
         raise CheckpointError(f"{path}: unrecognised checkpoint layout (first keys: {keys[:4]})")
     layout = _detect(keys, family, top_keys, container)

@@ -14,26 +14,17 @@ from typing import Union
 import torch
 from torch import nn
 
-from suprem_auto.networks.groups import HEAD_PREFIXES, architecture_of
+from suprem_auto.networks.groups import architecture_of
+from suprem_auto.networks.registry import get_backbone
 from suprem_auto.pretrained.checkpoint_io import (CheckpointError, read_checkpoint, strip_prefixes,
                                                   unwrap_state_dict)
 from suprem_auto.pretrained.label_maps import label_map_name_for
-from suprem_auto.pretrained.layouts import (ENCODER_ONLY_LAYOUTS, LAYOUT_DESCRIPTIONS, UNIVERSAL_HEAD_PREFIXES,
-                                            Canonical, canonicalise, num_classes_in)
+from suprem_auto.pretrained.layouts import (ENCODER_ONLY_LAYOUTS, UNIVERSAL_HEAD_PREFIXES, Canonical, canonicalise,
+                                            layout_description, num_classes_in)
 from suprem_auto.pretrained.report import LoadReport
 
 PathLike = Union[str, os.PathLike]
 logger = logging.getLogger(__name__)
-
-FIRST_LAYERS: dict[str, tuple[str, ...]] = {
-    "suprem_unet": ("down_tr64.ops.0.conv1.weight",),
-    "swin_unetr": ("swinViT.patch_embed.proj.weight", "encoder1.layer.conv1.conv.weight",
-                   "encoder1.layer.conv3.conv.weight"),
-    "segresnet": ("convInit.conv.weight",),
-    "plain_unet": ("encoder.stages.0.0.conv.weight",),
-    "resenc_unet": ("encoder.stem.convs.0.conv.weight",),
-}
-
 
 def _tile_input_channels(src: torch.Tensor, target_shape: torch.Size) -> torch.Tensor:
     """Repeat a first-layer weight along the input-channel axis and divide by the repeat factor."""
@@ -69,17 +60,18 @@ def structure_differences(network: nn.Module, arch: str, canon: Canonical) -> li
     """Every backbone tensor of ``network`` that is missing from the file or has another shape (head and first
     layer excluded: those adapt), and every file tensor the network lacks, one entry per key."""
     target = network.state_dict()
+    entry = get_backbone(arch)
     problems = []
     for key, value in target.items():
-        if key.startswith(HEAD_PREFIXES[arch]):
+        if key.startswith(entry.head_prefixes):
             continue
         src = canon.tensors.get(key)
         if src is None:
             problems.append(f"{key}: missing in the file (network {tuple(value.shape)})")
-        elif src.shape != value.shape and not (key in FIRST_LAYERS[arch] and _adapt_input_channels(src, value)):
+        elif src.shape != value.shape and not (key in entry.first_layers and _adapt_input_channels(src, value)):
             problems.append(f"{key}: file {tuple(src.shape)}, network {tuple(value.shape)}")
     problems += [f"{key}: in the file {tuple(v.shape)}, not in the network" for key, v in canon.tensors.items()
-                 if key not in target and not key.startswith(HEAD_PREFIXES[arch])]
+                 if key not in target and not key.startswith(entry.head_prefixes)]
     return problems
 
 
@@ -91,6 +83,7 @@ def _match(network: nn.Module, universal: bool, arch: str, canon: Canonical, all
            report: LoadReport) -> dict[str, torch.Tensor]:
     """Decide tensor by tensor what to load; returns the tensors to load (network names)."""
     target = network.state_dict()
+    entry = get_backbone(arch)
     prefix = "backbone." if universal else ""
     own = canon.layout in ("suprem_auto_checkpoint", "nnunet_v2")
     new_state: dict[str, torch.Tensor] = {}
@@ -100,7 +93,7 @@ def _match(network: nn.Module, universal: bool, arch: str, canon: Canonical, all
             src_key, kind = tkey, "universal_head"
         else:
             src_key = tkey[len(prefix):]
-            kind = "head" if src_key.startswith(HEAD_PREFIXES[arch]) else "backbone"
+            kind = "head" if src_key.startswith(entry.head_prefixes) else "backbone"
         group = _group(src_key, kind)
         report.backbone_tensors_total += kind == "backbone"
         src = canon.tensors.get(src_key)
@@ -127,7 +120,7 @@ def _match(network: nn.Module, universal: bool, arch: str, canon: Canonical, all
                 continue
             raise CheckpointError(f"{path}: missing tensor {src_key!r} needed by {arch} (layout {canon.layout})")
         if src.shape != tval.shape:
-            adapted = _adapt_input_channels(src, tval) if src_key in FIRST_LAYERS[arch] else None
+            adapted = _adapt_input_channels(src, tval) if src_key in entry.first_layers else None
             if adapted is not None:
                 n_in, n_out = src.shape[1], tval.shape[1]
                 src = adapted[0]
@@ -163,6 +156,14 @@ def load_pretrained(network: nn.Module, backbone: str, checkpoint_path: PathLike
     Heads (``out_tr``, ``out``, ``conv_final.2``, ``decoder.seg_layers``) are loaded only when ``allow_head`` is set
     (or the file is a suprem_auto checkpoint) and their shapes match; otherwise they keep their fresh initialisation.
     A ``UniversalModel`` target loads the Universal head strictly as well.
+
+    Example (a released SuPreM U-Net file, fine-tuned for 3 classes)::
+
+        from suprem_auto.networks import build_network
+        from suprem_auto.pretrained import load_pretrained
+        net = build_network({"name": "suprem_unet", "kwargs": {}}, 1, 3, deep_supervision=False)
+        report = load_pretrained(net, "suprem_unet", "supervised_suprem_unet_2100.pth", "load_report.json")
+        print(report.summary())      # loaded / re-initialised / adapted / ignored, per module group
     """
     from suprem_auto.networks.universal_head import UniversalModel
 
@@ -171,23 +172,22 @@ def load_pretrained(network: nn.Module, backbone: str, checkpoint_path: PathLike
     arch = architecture_of(network.backbone if universal else network)
     if backbone != arch:
         raise ValueError(f"load_pretrained: backbone {backbone!r} given, but the network is a {arch}")
-    from suprem_auto.interop.nnunet.checkpoint import nnunet_safe_globals
-    with torch.serialization.safe_globals(nnunet_safe_globals()):  # numpy scalars as nnU-Net pickles them
-        obj = read_checkpoint(path)
+    obj = read_checkpoint(path)  # its allow-list has the numpy scalars nnU-Net pickles
     state_dict, container = unwrap_state_dict(obj, path)
     stripped, removed = strip_prefixes(state_dict)
+    stored = obj.get("architecture") if isinstance(obj, dict) else None
     canon = canonicalise(stripped, set(map(str, obj)) if isinstance(obj, dict) else set(), container, str(path),
-                         removed)
+                         removed, stored.get("name") if isinstance(stored, dict) else None)
     if canon.backbone != arch:
         raise CheckpointError(f"{path}: looks like a {canon.backbone} checkpoint (layout {canon.layout}: "
-                              f"{LAYOUT_DESCRIPTIONS[canon.layout]}), but the network is {arch}")
+                              f"{layout_description(canon.layout)}), but the network is {arch}")
     if canon.layout == "nnunet_v2" and not universal:
         problems = structure_differences(network, arch, canon)
         if problems:
             raise CheckpointError(f"{path}: the nnU-Net network differs from this plan's {arch} (other stage count "
                                   f"or kernel sizes?) at {len(problems)} tensors: " + "; ".join(problems))
     n_classes = num_classes_in(canon.tensors)
-    report = LoadReport(checkpoint=str(path), layout=canon.layout, layout_description=LAYOUT_DESCRIPTIONS[canon.layout],
+    report = LoadReport(checkpoint=str(path), layout=canon.layout, layout_description=layout_description(canon.layout),
                         source_backbone=canon.backbone, target_backbone=arch, container_key=container,
                         key_form=canon.key_form, num_classes_in_file=n_classes,
                         label_map=label_map_name_for(n_classes) if canon.layout == "suprem_universal"

@@ -8,7 +8,6 @@ checkpoint that needs pickled code (``torch.load(..., weights_only=True)`` only)
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 import stat
@@ -84,14 +83,12 @@ def _check_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, expected: str, whe
 
 
 def _check_checkpoint(zf: zipfile.ZipFile, name: str, where: str) -> None:
-    import torch
-
-    from suprem_auto.pretrained.checkpoint_io import checkpoint_load_error
+    from suprem_auto.utils.checkpoint_format import CheckpointError, safe_torch_load
 
     try:
-        checkpoint = torch.load(io.BytesIO(zf.read(name)), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or unsafe files
-        raise ModelPackageError(str(checkpoint_load_error(f"{where}:{name}", exc))) from None
+        checkpoint = safe_torch_load(zf.read(name), name=f"{where}:{name}")
+    except CheckpointError as exc:
+        raise ModelPackageError(str(exc)) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("network_weights"), dict):
         raise ModelPackageError(f"{where}:{name}: checkpoint lacks 'network_weights'")
 

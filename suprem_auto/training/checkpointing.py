@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic writes, weights_only-safe content (RNG states as tensors/lists), newest-first resume."""
+"""Training's checkpoints: weights_only-safe content (RNG states as tensors/lists) and newest-first resume. Reading
+and writing the files is :mod:`suprem_auto.utils.checkpoint_format` (re-exported here)."""
 from __future__ import annotations
 
 import random
@@ -8,7 +9,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-from suprem_auto.utils.atomic import atomic_torch_save
+from suprem_auto.utils.checkpoint_format import load_checkpoint, save_checkpoint  # noqa: F401 - re-exported
 
 LATEST, BEST, FINAL = "checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth"
 
@@ -40,20 +41,6 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
         torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, content: Dict[str, Any]) -> Path:
-    """Write a checkpoint atomically (a crash never leaves a truncated file)."""
-    return atomic_torch_save(content, path)
-
-
-def load_checkpoint(path: Path, map_location: str = "cpu") -> Dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; a bad file raises a one-line error naming it."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") \
-            from None
 
 
 def newest_checkpoint(fold_dir: Path) -> Optional[Path]:

@@ -36,9 +36,9 @@ class TrainingConfig:
     ema_momentum: float = 0.9
     augmentation: bool = True
     mirror_axes: Optional[List[int]] = field(default_factory=lambda: [0, 1, 2])
-    num_workers: Optional[int] = None       # None: one per available core, capped at 12
-    num_threads: Optional[int] = None       # torch compute threads on CPU; None: all cores
-    network_width: float = 1.0              # multiplies the plain U-Net's / SegResNet's feature widths
+    num_workers: Optional[int] = None       # None: a quarter of the cores on CPU, one per core (<= 12) on GPU
+    num_threads: Optional[int] = None       # torch threads on CPU; None: cores - workers + 1 (BaseTrainer)
+    network_width: float = 1.0              # multiplies the backbone's width argument (networks.scale_width)
     seed: int = 12345
     amp: bool = True                        # only takes effect on CUDA
     compile: bool = False
@@ -77,7 +77,7 @@ CLI_OVERRIDES = {
     "warmup_epochs": ("warmup_epochs", int, "linear warm-up epochs (warmup_cosine schedule)"),
     "freeze_encoder_epochs": ("freeze_encoder_epochs", int, "keep the encoder frozen (lr 0) for this many epochs"),
     "num_workers": ("num_workers", int, "data augmentation worker processes (0: in the main process)"),
-    "num_threads": ("num_threads", int, "torch compute threads on CPU (default: all cores)"),
+    "num_threads": ("num_threads", int, "torch compute threads on CPU (default: cores - workers + 1)"),
     "network_width": ("network_width", float, "multiply the network's feature widths (a narrowed SuPreM backbone "
                                               "cannot load released weights); the short-budget recipe picks it from "
                                               "the budget"),

@@ -39,12 +39,11 @@ class RecentTimes:
 
 
 def network_calls(shape: Sequence[int], patch: Sequence[int], tile_batch_size: int, step: float = 0.5) -> int:
-    """Forward calls of the sliding window over one image (padded to the patch), ``tile_batch_size`` tiles each."""
-    from suprem_auto.inference.sliding_window import compute_tile_starts
+    """Forward calls of the sliding window over one image, ``tile_batch_size`` tiles each (the count of
+    :func:`suprem_auto.inference.sliding_window.count_network_calls`, the one tile count)."""
+    from suprem_auto.inference.sliding_window import count_network_calls
 
-    padded = [max(int(s), int(p)) for s, p in zip(shape, patch)]
-    tiles = math.prod(len(starts) for starts in compute_tile_starts(padded, patch, step))
-    return math.ceil(tiles / max(1, tile_batch_size))
+    return count_network_calls(shape, patch, tile_batch_size, step)
 
 
 @dataclass
@@ -83,7 +82,7 @@ def time_network_call(network: nn.Module, num_channels: int, patch: Sequence[int
                       device: torch.device, precision: str, warm_up: bool = True) -> float:
     """Seconds of one eval-mode forward of ``tile_batch_size`` tiles at ``patch`` with the inference precision
     (after one untimed call that builds the kernels when ``warm_up``)."""
-    from suprem_auto.training.precision import autocast_context
+    from suprem_auto.utils.precision import autocast_context
 
     was_training = network.training
     network.eval()

@@ -4,47 +4,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-import torch
-
 from suprem_auto.paths import Roots
+from suprem_auto.planning import DEFAULT_PLANS_NAME, load_plans
 from suprem_auto.training import checkpointing, ddp
 from suprem_auto.training.data.workers import DataWorkerError
 from suprem_auto.training.model_folder import check_shared_file, record_plans
-from suprem_auto.training.registry import DEFAULT_TRAINER, resolve_trainer, trainer_for_backbone
+from suprem_auto.training.registry import (DEFAULT_TRAINER, resolve_trainer, trainer_folder_name,
+                                           trainer_for_backbone)
 from suprem_auto.training.trainers.base import BaseTrainer
 from suprem_auto.training.run_folder import FoldLock, adopt_run, read_run, run_checkpoint, start_new_run
 from suprem_auto.utils.atomic import load_json, remove_stale_temp_files
+from suprem_auto.utils.device import resolve_device
 
-DEFAULT_PLANS = "suprem_plans"
-
-
-def resolve_device(name: str = "auto", ctx: Optional[ddp.DistributedContext] = None) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU; under DDP on CUDA each rank uses ``cuda:<LOCAL_RANK>``."""
-    ctx = ctx or ddp.DistributedContext()
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            name = "mps"
-        else:
-            name = "cpu"
-    if name not in ("cuda", "cpu", "mps"):
-        raise ValueError(f"-device must be cuda, cpu, mps or auto, got '{name}'")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("-device cuda requested but CUDA is not available")
-        return torch.device("cuda", ctx.local_rank if ctx.enabled else torch.cuda.current_device())
-    return torch.device(name)
+DEFAULT_PLANS = DEFAULT_PLANS_NAME
 
 
 def load_plans_file(path: Path) -> Dict[str, Any]:
-    """The plans JSON (validated by suprem_auto.planning.load_plans when available)."""
+    """The plans JSON, validated (:func:`suprem_auto.planning.load_plans`)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: plans file missing (run suprem_plan_and_preprocess, or check -p)")
-    try:
-        from suprem_auto.planning import load_plans
-    except ImportError:
-        return load_json(path)
     return load_plans(path)
 
 
@@ -74,9 +52,10 @@ def resolve_trainer_name(trainer_name: Optional[str], pretrained: Optional[str] 
 
 def default_trainer_name(trainer_name: Optional[str], pretrained: Optional[str] = None,
                          weights_dir: Optional[Path] = None, run_tag: Optional[str] = None) -> str:
-    """The trainer part of the results folder name: the resolved trainer, plus ``-<run_tag>`` when tagged (keeps
-    e.g. pretrained and from-scratch runs of the same trainer apart)."""
+    """The trainer part of the results folder name: the resolved trainer (a plugin's class name without its module),
+    plus ``-<run_tag>`` when tagged (keeps e.g. pretrained and from-scratch runs of the same trainer apart)."""
     name = resolve_trainer_name(trainer_name, pretrained, weights_dir)
+    name = trainer_folder_name(name)
     return f"{name}-{run_tag}" if run_tag else name
 
 
@@ -96,8 +75,18 @@ def budget_recipe(trainer_class: type, overrides: Dict[str, Any], recipe: str = 
     if recipe == "auto" and trainer_class.default_config() != TrainingConfig():
         return {}
     width_adjustable = (pretrained is None and getattr(trainer_class, "backbone", None) is None
-                        and (architecture or {}).get("name") in ("plain_unet", "segresnet"))
+                        and _short_budget_width((architecture or {}).get("name")))
     return short_budget_recipe(overrides.get("budget_s"), device_type, width_adjustable)
+
+
+def _short_budget_width(architecture_name: Optional[str]) -> bool:
+    """Whether the registry lets the short-budget recipe narrow this architecture (unknown names: no)."""
+    from suprem_auto.networks.registry import get_backbone
+
+    try:
+        return get_backbone(architecture_name).short_budget_width
+    except ValueError:
+        return False
 
 
 def recorded_run(fold_dir: Path) -> Optional[Dict[str, Any]]:
@@ -142,7 +131,7 @@ def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int,
     cls, name_changes = resolve_trainer(trainer_name)
     overrides = dict(overrides or {})
     plans = load_plans_file(pre_dataset / f"{plans_name}.json")
-    torch_device = resolve_device(device, ctx)
+    torch_device = resolve_device(device, ctx.local_rank if ctx.enabled else None)
     architecture = plans["configurations"].get(configuration, {}).get("architecture")
     recipe_changes = budget_recipe(cls, overrides, recipe, torch_device.type, architecture, pretrained)
     config = cls.default_config().replace(**recipe_changes).replace(**name_changes).replace(**overrides)
@@ -150,7 +139,7 @@ def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int,
     fold_str = str(fold)
     if fold_str != "all" and not fold_str.isdigit():
         raise ValueError(f"FOLD must be 0-4 or 'all', got '{fold}'")
-    folder_name = f"{trainer_name}-{run_tag}" if run_tag else trainer_name
+    folder_name = trainer_folder_name(trainer_name) + (f"-{run_tag}" if run_tag else "")
     out = output_folder(roots.results, pre_dataset.name, folder_name, plans_name, configuration)
     stored = recorded_run(out / f"fold_{fold_str}") if reuse_run_config else None
     if stored is not None:

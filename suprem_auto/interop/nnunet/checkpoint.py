@@ -8,27 +8,14 @@ needs any other global (pickled code) is refused and nothing in it runs.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, Union
 
-import numpy as np
-import torch
-
-from suprem_auto.pretrained.checkpoint_io import checkpoint_load_error
+from suprem_auto.utils.checkpoint_format import CheckpointError, numpy_scalar_globals, safe_torch_load
 
 PathLike = Union[str, os.PathLike]
 NNUNET_CHECKPOINT_KEYS = ("network_weights", "init_args")
-_SCALAR_TYPES = (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
-                 np.uint32, np.uint64, np.bool_)
-
-
-def nnunet_safe_globals() -> List[Any]:
-    """The allow-list: numpy's scalar rebuild function (under its numpy 2 and numpy 1 names), ``numpy.dtype`` and
-    the dtype classes of plain numeric scalars."""
-    core = getattr(np, "_core", None) or np.core
-    scalar = core.multiarray.scalar
-    return [scalar, (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
-            np.dtype, *[type(np.dtype(t)) for t in _SCALAR_TYPES]]
+#: the allow-list (numpy's scalar rebuild function under its numpy 2 and 1 names, ``numpy.dtype``, the dtype classes)
+nnunet_safe_globals = numpy_scalar_globals
 
 
 def load_with_allow_list(path: PathLike) -> Any:
@@ -37,14 +24,7 @@ def load_with_allow_list(path: PathLike) -> Any:
     Raises ``UnsafeCheckpointError`` (pickled code, nothing executed), ``CheckpointError`` (truncated/corrupt) or
     ``FileNotFoundError``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint does not exist")
-    try:
-        with torch.serialization.safe_globals(nnunet_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt or unsafe files
-        raise checkpoint_load_error(path, exc) from None
+    return safe_torch_load(path)
 
 
 def is_nnunet_checkpoint(obj: Any) -> bool:
@@ -55,8 +35,6 @@ def is_nnunet_checkpoint(obj: Any) -> bool:
 
 def read_nnunet_checkpoint(path: PathLike) -> Dict[str, Any]:
     """Load an nnU-Net v2 ``checkpoint_*.pth``; a dict without ``network_weights`` + ``init_args`` is an error."""
-    from suprem_auto.pretrained.checkpoint_io import CheckpointError
-
     obj = load_with_allow_list(path)
     if not is_nnunet_checkpoint(obj):
         keys = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__

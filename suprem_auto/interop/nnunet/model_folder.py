@@ -109,5 +109,6 @@ def nnunet_predictor(model_folder: PathLike, folds: Optional[Sequence[Union[int,
         elif pkl is not None:
             print(f"{pkl}: not read (a pickle of function references is never unpickled; no postprocessing.json "
                   "beside it): predicting without post-processing", file=sys.stderr)
+    options.setdefault("nnunet_gaussian", True)  # weight overlapping tiles as nnUNetv2_predict does
     return Predictor(network, plans, configuration, dataset_json, fold_weights=fold_weights,
                      postprocessing=postprocessing, **options)

@@ -1,8 +1,10 @@
 """BaseTrainer: nnU-Net v2's training recipe as a sequence of small, overridable hook methods.
 
-Life cycle: ``initialize()`` (network, optimiser, loss) -> optional ``resume()`` / ``initialize_from_pretrained()``
--> ``run_training()`` (per epoch: ``on_epoch_start``, ``train_step`` x N, ``validation_step`` x M,
-``on_epoch_end``) -> ``on_train_end()`` -> ``perform_final_validation()``.
+Life cycle (driven by ``training/run.py``): ``initialize()`` (network, optimiser, loss) -> ``resume()`` (``--c``),
+``initialize_from_pretrained()`` (``-pretrained``) or ``load_weights()`` (``--val``) -> ``run_training()``
+(``on_train_start``; per epoch: ``on_epoch_start``, ``train_step`` until the schedule ends the epoch,
+``validation_step`` x the schedule's validation iterations, ``on_epoch_end``; then ``on_train_end``, which writes
+``checkpoint_final.pth``) -> ``perform_final_validation()``.
 
 ``run_training`` is the only loop: the run's schedule (``training/budget.py``: epochs, ``--iterations`` or a
 ``--budget`` clock) gives the lr before every step and says when an epoch and the run end.
@@ -36,7 +38,21 @@ from suprem_auto.utils.atomic import atomic_write_json
 
 
 class BaseTrainer:
-    """Trains one fold of one configuration. Subclasses change :meth:`default_config` or override hooks."""
+    """Trains one fold of one configuration. Subclasses change :meth:`default_config` or override hooks.
+
+    Build it through :func:`suprem_auto.training.run.build_trainer` (folders, plans, overrides, recipe) and run it
+    with :func:`suprem_auto.training.run.train_fold` (lock, run folder, resume)::
+
+        from suprem_auto.paths import resolve_roots
+        from suprem_auto.training.run import build_trainer, train_fold
+        roots = resolve_roots(raw="raw", preprocessed="preprocessed", results="results")
+        trainer = build_trainer("4", "3d_fullres", 0, roots, device="cpu", overrides={"iterations": 50})
+        train_fold(trainer)          # checkpoints, log and validation in trainer.fold_dir
+
+    The loop (:meth:`run_training`) asks the run's schedule (``training/budget.py``) for the learning rate and when
+    an epoch or the run ends; subclasses change hooks such as :meth:`train_step` or :meth:`on_epoch_end`
+    (docs/ARCHITECTURE.md, "A new trainer").
+    """
 
     #: architecture this trainer requires (None: whatever the plans configuration names)
     backbone: Optional[str] = None
@@ -100,22 +116,20 @@ class BaseTrainer:
     # ----------------------------------------------------------------- set-up hooks
     @property
     def architecture(self) -> Dict[str, Any]:
-        """The architecture entry used (the plans' one, or the trainer's backbone with default kwargs)."""
-        from suprem_auto.networks import scale_width
-
-        arch = self.plans_config["architecture"]
-        if self.backbone is not None and arch.get("name") != self.backbone:
-            arch = {"name": self.backbone, "kwargs": {}}
-        return scale_width(arch, self.config.network_width)
+        """The architecture entry used (the plans' one, or the trainer's backbone with default kwargs, at
+        ``--network_width``)."""
+        return self.effective_plans()["configurations"][self.configuration]["architecture"]
 
     def effective_plans(self) -> Dict[str, Any]:
-        """The plans with this trainer's architecture and patch, as copied to the results folder for inference."""
-        plans = dict(self.plans)
-        configs = dict(plans["configurations"])
-        configs[self.configuration] = dict(self.plans_config, architecture=self.architecture,
-                                           patch_size=list(self.patch_size))
-        plans["configurations"] = configs
-        return plans
+        """The plans with this trainer's backbone, width and patch, as copied to the results folder for inference:
+        applied and validated in one place (:func:`suprem_auto.planning.apply_overrides`). The batch size stays the
+        planned one, so folds trained with different ``--batch_size`` share one plans.json."""
+        from suprem_auto.planning.overrides import apply_overrides
+
+        return apply_overrides(self.plans, self.configuration,
+                               {"backbone": self.backbone, "network_width": self.config.network_width,
+                                "patch_size": [int(p) for p in self.patch_size]},
+                               source=f"plans '{self.plans.get('plans_name')}' with this run's options")
 
     def build_network(self) -> nn.Module:
         from suprem_auto.networks import build_network
@@ -393,7 +407,7 @@ class BaseTrainer:
             props = self.data_folder / f"{case}.json"
             shapes.append(shape)
             voxels.append(reserve.original_voxels(load_json(props) if props.is_file() else None, shape))
-        patch = self.effective_plans()["configurations"][self.configuration]["patch_size"]
+        patch = list(self.patch_size)  # the patch of effective_plans(), which the predictor uses
         mirrors = len(mirror_combinations(self.config.mirror_axes)) if self.config.mirror_axes else 1
         return reserve.validation_workload(shapes, voxels, patch, default_tile_batch_size(patch, self.device),
                                            mirrors)

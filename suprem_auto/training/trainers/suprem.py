@@ -1,9 +1,11 @@
-"""The concrete trainers: the nnU-Net recipe from scratch and one fine-tuning trainer per SuPreM backbone."""
+"""The concrete trainers: the nnU-Net recipe from scratch and one fine-tuning trainer per backbone whose registry
+entry names a ``default_trainer`` (``suprem_auto.networks.registry``)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional, Type
 
+from suprem_auto.networks.registry import Backbone, get_backbone
 from suprem_auto.training.config import TrainingConfig
 from suprem_auto.training.trainers.base import BaseTrainer
 from suprem_auto.training.trainers.pretrained_init import load_into
@@ -41,16 +43,24 @@ class FineTuneTrainer(SupremTrainer):
                               warmup_epochs=20, deep_supervision=False)
 
 
-class SupremUNetTrainer(FineTuneTrainer):
-    backbone = "suprem_unet"
-    description = "SuPreM U-Net backbone + " + FineTuneTrainer.description
+_FINETUNE_TRAINERS: Dict[Backbone, Type[FineTuneTrainer]] = {}
 
 
-class SegResNetTrainer(FineTuneTrainer):
-    backbone = "segresnet"
-    description = "SuPreM SegResNet backbone + " + FineTuneTrainer.description
+def finetune_trainer(backbone: str) -> Type[FineTuneTrainer]:
+    """The fine-tuning trainer of a registered backbone: a ``FineTuneTrainer`` subclass named after the entry's
+    ``default_trainer`` with ``backbone`` pinned (made once per registry entry, so the class stays the same)."""
+    entry = get_backbone(backbone)
+    if entry.default_trainer is None:
+        raise ValueError(f"backbone {backbone!r} declares no default_trainer (it trains with SupremTrainer)")
+    if entry not in _FINETUNE_TRAINERS:
+        _FINETUNE_TRAINERS[entry] = type(entry.default_trainer, (FineTuneTrainer,), {
+            "__module__": __name__, "__qualname__": entry.default_trainer, "backbone": entry.name,
+            "__doc__": f"{FineTuneTrainer.__doc__.splitlines()[0]} With the {entry.name} backbone.",
+            "description": f"{entry.description or entry.name} backbone + {FineTuneTrainer.description}"})
+    return _FINETUNE_TRAINERS[entry]
 
 
-class SwinUNETRTrainer(FineTuneTrainer):
-    backbone = "swin_unetr"
-    description = "SuPreM Swin UNETR backbone + " + FineTuneTrainer.description
+# The shipped backbones' trainers, importable by name (their registry entries declare these names).
+SupremUNetTrainer = finetune_trainer("suprem_unet")
+SegResNetTrainer = finetune_trainer("segresnet")
+SwinUNETRTrainer = finetune_trainer("swin_unetr")

@@ -1,4 +1,5 @@
-"""Crop a case to the bounding box of its nonzero voxels (any channel), as nnU-Net does."""
+"""Crop a case to the bounding box of its nonzero voxels (any channel), as nnU-Net does. Lives below fingerprinting
+(which measures shapes after the crop) and preprocessing (which crops)."""
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
