@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+from nnunet_training import NNUNET_BUDGET_TRAINING  # benchmarks/ is sys.path[0] when run as a script
 from suprem_auto.planning import DEFAULT_PLANS_NAME
 
 HIPPO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Dataset004_Hippocampus"
@@ -169,49 +170,17 @@ print(json.dumps({"params": sum(p.numel() for p in net.parameters()), "step_s": 
 '''
 
 
-NNUNET_TRAIN_SCRIPT = r'''
-"""nnU-Net v2's default trainer (nnUNetTrainer, all its settings) with only the iteration count cut to the wall
-time: epochs of 5 iterations (1 validation iteration, nnU-Net's 250:50 ratio), the number of epochs and the poly
-schedule's length re-fitted to the time left after every epoch. Then predicts the held-out images."""
-import json, os, sys, time
-import torch
-from batchgenerators.utilities.file_and_folder_operations import load_json, join
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+NNUNET_TRAIN_SCRIPT = NNUNET_BUDGET_TRAINING + r'''
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
+# trains on the budget, then predicts the held-out images
 budget, pre, held_images, out_dir = float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-t0 = time.monotonic()
-plans = load_json(join(pre, "nnUNetPlans.json"))
-plans["continue_training"] = False  # nnU-Net 2.8.1 reads (and pops) this from the plans dict
-dataset_json = load_json(join(pre, "dataset.json"))
-tr = nnUNetTrainer(plans, "3d_fullres", "all", dataset_json, torch.device("cpu"))
-tr.num_iterations_per_epoch, tr.num_val_iterations_per_epoch = 5, 1
-tr.initialize()
-tr.on_train_start()
-iters = 0
-while tr.current_epoch < tr.num_epochs:
-    t = time.monotonic()
-    tr.on_epoch_start(); tr.on_train_epoch_start()
-    outs = [tr.train_step(next(tr.dataloader_train)) for _ in range(tr.num_iterations_per_epoch)]
-    iters += len(outs)
-    tr.on_train_epoch_end(outs)
-    with torch.no_grad():
-        tr.on_validation_epoch_start()
-        tr.on_validation_epoch_end([tr.validation_step(next(tr.dataloader_val))
-                                    for _ in range(tr.num_val_iterations_per_epoch)])
-    tr.on_epoch_end()
-    left = budget - (time.monotonic() - t0)
-    tr.num_epochs = tr.current_epoch + max(0, int(left / (time.monotonic() - t)))
-    tr.lr_scheduler.max_steps = max(tr.num_epochs, 1)
-tr.on_train_end()
-train_s = time.monotonic() - t0
+tr, iters, train_s = train_on_budget(budget, pre, "all")
 net = tr.network._orig_mod if hasattr(tr.network, "_orig_mod") else tr.network
 net.decoder.deep_supervision = False
 pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True, perform_everything_on_device=False,
                        device=torch.device("cpu"), verbose=False, verbose_preprocessing=False)
-pred.manual_initialization(net, tr.plans_manager, tr.configuration_manager, [net.state_dict()], dataset_json,
-                           "nnUNetTrainer",
-                           tr.inference_allowed_mirroring_axes)
+pred.manual_initialization(net, tr.plans_manager, tr.configuration_manager, [net.state_dict()], tr.dataset_json,
+                           "nnUNetTrainer", tr.inference_allowed_mirroring_axes)
 os.makedirs(out_dir, exist_ok=True)
 pred.predict_from_files_sequential(held_images, out_dir, save_probabilities=False, overwrite=True)
 print(json.dumps({"iterations": iters, "epochs": tr.current_epoch, "train_wall_s": train_s,

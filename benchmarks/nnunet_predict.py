@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+from nnunet_training import NNUNET_BUDGET_TRAINING  # benchmarks/ is sys.path[0] when run as a script
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HIPPO = DATA / "Dataset004_Hippocampus"
 DATASET = "Dataset004_Hippocampus"
@@ -39,38 +41,8 @@ N_TRAIN, N_HELDOUT = 40, 10
 MODEL_SUBFOLDER = Path(DATASET) / "nnUNetTrainer__nnUNetPlans__3d_fullres"
 LABELS = (1, 2)
 
-TRAIN_SCRIPT = r'''
-"""nnU-Net v2's default trainer on fold 0 with the iteration count cut to a wall-time budget."""
-import json, sys, time
-import torch
-from batchgenerators.utilities.file_and_folder_operations import load_json, join
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-budget, pre = float(sys.argv[1]), sys.argv[2]
-t0 = time.monotonic()
-plans = load_json(join(pre, "nnUNetPlans.json"))
-plans["continue_training"] = False  # nnU-Net 2.8.1 reads (and pops) this from the plans dict
-tr = nnUNetTrainer(plans, "3d_fullres", 0, load_json(join(pre, "dataset.json")), torch.device("cpu"))
-tr.num_iterations_per_epoch, tr.num_val_iterations_per_epoch = 5, 1
-tr.initialize()
-tr.on_train_start()
-iters = 0
-while tr.current_epoch < tr.num_epochs:
-    t = time.monotonic()
-    tr.on_epoch_start(); tr.on_train_epoch_start()
-    outs = [tr.train_step(next(tr.dataloader_train)) for _ in range(tr.num_iterations_per_epoch)]
-    iters += len(outs)
-    tr.on_train_epoch_end(outs)
-    with torch.no_grad():
-        tr.on_validation_epoch_start()
-        tr.on_validation_epoch_end([tr.validation_step(next(tr.dataloader_val))
-                                    for _ in range(tr.num_val_iterations_per_epoch)])
-    tr.on_epoch_end()
-    left = budget - (time.monotonic() - t0)
-    tr.num_epochs = tr.current_epoch + max(0, int(left / (time.monotonic() - t)))
-    tr.lr_scheduler.max_steps = max(tr.num_epochs, 1)
-tr.on_train_end()
-train_s = time.monotonic() - t0
+TRAIN_SCRIPT = NNUNET_BUDGET_TRAINING + r'''
+tr, iters, train_s = train_on_budget(float(sys.argv[1]), sys.argv[2], 0)
 print(json.dumps({"iterations": iters, "epochs": tr.current_epoch, "train_wall_s": round(train_s, 1),
                   "sec_per_iteration": round(train_s / max(1, iters), 2), "output_folder": tr.output_folder}))
 '''

@@ -97,3 +97,15 @@ def hippo_raw(tmp_path: Path) -> Path:
     root = tmp_path / "raw"
     copy_hippocampus(root, 6)
     return root
+
+
+@pytest.fixture
+def single_torch_thread():
+    """One torch thread for the test (``pytestmark = pytest.mark.usefixtures("single_torch_thread")``): tests share
+    2 cores with other jobs, and oversubscribed OpenMP threads slow tiny convolutions down many times."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -61,13 +61,7 @@ TINY_ARCH = {"name": TINY, "kwargs": {"width": 8}}
 ITERATIONS = dict(iterations=6, val_iters_per_epoch=1, num_workers=0)
 
 
-@pytest.fixture(autouse=True)
-def single_torch_thread():
-    """Tests share 2 cores with other jobs: oversubscribed OpenMP threads slow tiny convolutions down a lot."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,7 @@ TINY_UNET = {"name": "plain_unet", "kwargs": {"n_stages": 3, "features_per_stage
                                               "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
                                               "n_conv_per_stage": 1, "n_conv_per_stage_decoder": 1}}
 
-@pytest.fixture(autouse=True)
-def single_torch_thread():
-    """Tests share 2 cores with other jobs: oversubscribed OpenMP threads slow tiny convolutions down 40x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 

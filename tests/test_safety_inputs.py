@@ -40,13 +40,7 @@ TINY_UNET = {"name": "plain_unet", "kwargs": {"n_stages": 2, "features_per_stage
 DICOM = TOTALSEG / "example_ct_dicom"
 
 
-@pytest.fixture(autouse=True)
-def single_torch_thread():
-    """The machine is shared: one thread keeps the tiny convolutions fast."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 # ---------------------------------------------------------------- helpers

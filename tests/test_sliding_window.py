@@ -9,13 +9,7 @@ from torch import nn
 from suprem_auto.inference.sliding_window import (compute_tile_starts, gaussian_importance_map, mirror_combinations,
                                                   predict_sliding_window)
 
-@pytest.fixture(autouse=True)
-def single_torch_thread():
-    """Tests share 2 cores with other jobs: oversubscribed OpenMP threads slow tiny convolutions down 40x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 
