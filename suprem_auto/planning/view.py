@@ -70,7 +70,7 @@ class ConfigurationPlan:
     resampling: Mapping[str, Any]
     architecture: Architecture
     batch_dice: bool = False
-    median_image_size_in_voxels: Optional[Tuple[int, ...]] = None
+    median_image_size_in_voxels: Optional[Tuple[float, ...]] = None  # the planner writes medians (may be x.5)
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -91,7 +91,7 @@ class ConfigurationPlan:
                    resampling=_frozen(dict(block["resampling"])),
                    architecture=Architecture(str(arch["name"]), _frozen(dict(arch.get("kwargs") or {}))),
                    batch_dice=bool(block.get("batch_dice", False)),
-                   median_image_size_in_voxels=tuple(int(s) for s in median) if median is not None else None,
+                   median_image_size_in_voxels=tuple(float(s) for s in median) if median is not None else None,
                    extra=_frozen({k: v for k, v in block.items() if k not in _CONFIGURATION_FIELDS}))
 
     def to_json(self) -> Dict[str, Any]:
