@@ -118,27 +118,25 @@ def _pad_to_patch(data: torch.Tensor, patch: Sequence[int]) -> Tuple[torch.Tenso
     return torch.nn.functional.pad(data, torch_pad, mode="constant", value=0.0), crop
 
 
-def _tile_slices(shape: Sequence[int], patch: Sequence[int], step: float, two_d: bool) -> List[Tuple[slice, ...]]:
-    """Spatial slices of all tiles. In 2D mode axis 0 is walked slice by slice (patch[0] == 1)."""
+def _starts_per_axis(shape: Sequence[int], patch: Sequence[int], step: float, two_d: bool) -> List[List[int]]:
+    """Tile starts per axis of a padded shape. In 2D mode axis 0 is walked slice by slice (patch[0] == 1)."""
     if two_d:
-        inplane = compute_tile_starts(shape[1:], patch[1:], step)
-        per_axis = [list(range(shape[0]))] + inplane
-    else:
-        per_axis = compute_tile_starts(shape, patch, step)
+        return [list(range(shape[0]))] + compute_tile_starts(shape[1:], patch[1:], step)
+    return compute_tile_starts(shape, patch, step)
+
+
+def _tile_slices(shape: Sequence[int], patch: Sequence[int], step: float, two_d: bool) -> List[Tuple[slice, ...]]:
+    """Spatial slices of all tiles (the starts of :func:`_starts_per_axis`, combined)."""
+    per_axis = _starts_per_axis(shape, patch, step, two_d)
     return [tuple(slice(s, s + p) for s, p in zip(starts, patch)) for starts in itertools.product(*per_axis)]
 
 
 def count_tiles(shape: Sequence[int], patch: Sequence[int], step: float = 0.5) -> int:
     """Tiles the sliding window predicts over an image of spatial ``shape`` (padded to at least the patch); a
     2-size ``patch`` is predicted slice by slice along axis 0. The one tile count (the budget's reserve uses it)."""
-    two_d = len(patch) == 2
-    full = (1, *patch) if two_d else tuple(int(p) for p in patch)
+    full = (1, *patch) if len(patch) == 2 else tuple(int(p) for p in patch)
     padded = [max(int(sz), int(p)) for sz, p in zip(shape, full)]
-    per_axis = compute_tile_starts(padded[1:], full[1:], step) if two_d else compute_tile_starts(padded, full, step)
-    n = padded[0] if two_d else 1
-    for starts in per_axis:
-        n *= len(starts)
-    return n
+    return math.prod(len(starts) for starts in _starts_per_axis(padded, full, step, len(patch) == 2))
 
 
 def count_network_calls(shape: Sequence[int], patch: Sequence[int], tile_batch_size: int, step: float = 0.5) -> int:
