@@ -28,10 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "stops at once naming fold_<k>/train.lock and the PID holding it (the lock of a killed process is "
                     "taken over). The fold keeps the plans it trained with (fold_<k>/plans.json); the model folder's "
                     "plans.json, which prediction uses for all folds, is never changed under folds that trained with "
-                    "it: a run with other plans (e.g. --patch_size) is refused.",
+                    "it: a run with other plans (e.g. --patch_size) is refused.\n\n"
+                    "Folds: the first numbered fold writes <preprocessed>/<Dataset>/splits_final.json (--num_folds "
+                    "folds, class-stratified, seeded) unless the raw dataset has its own splits_final.json. Cases of "
+                    "one subject (--subject_pattern, or dataset.json's \"subject_pattern\", or the raw folder's "
+                    "subjects.json) never sit on both sides of a fold; an existing splits file that separates a "
+                    "subject is refused naming it. Fold 'all' reads and writes no split.",
         epilog="trainers (-tr):\n" + describe_trainers())
     parser.add_argument("positional", nargs="+", metavar="DATASET [CONFIGURATION] FOLD",
-                        help="dataset id or name; configuration (default 3d_fullres); fold 0-4 or 'all'")
+                        help="dataset id or name; configuration (default 3d_fullres); fold 0 .. --num_folds - 1 "
+                             "(default 0-4) or 'all' (every case trains, no split)")
     parser.add_argument("-tr", dest="trainer", default=None,
                         help="trainer name (default SupremTrainer; with -pretrained, the trainer of its backbone), "
                              "or package.module:ClassName for your own BaseTrainer subclass, imported like python -m "
