@@ -87,12 +87,10 @@ def parse_labels(dataset_json: Dict[str, Any], source: Union[str, Path] = "datas
         raise ValueError(f"{source}: the ignore label ({ignore}) must be the highest label value")
     regions = region_names = order = None
     if region_entries:
-        region_names = tuple(n for n, _ in region_entries)
-        # plain labels listed beside regions become one-value regions
-        for name, value in labels.items():
-            vals = _as_values(value)
-            if name not in region_names and name != "ignore" and vals != (0,):
-                region_entries.append((name, vals))
+        # every entry but background and ignore is a region (plain labels: one-value regions), in the order of
+        # dataset.json, which is the order of the network's channels and of regions_class_order (as nnU-Net)
+        region_entries = [(name, _as_values(value)) for name, value in labels.items()
+                          if name != "ignore" and _as_values(value) != (0,)]
         region_names = tuple(n for n, _ in region_entries)
         regions = tuple(v for _, v in region_entries)
         raw_order = dataset_json.get("regions_class_order")

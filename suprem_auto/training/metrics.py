@@ -1,9 +1,12 @@
-"""Online pseudo-Dice: true/false positives and false negatives per foreground class from argmax predictions."""
+"""Online pseudo-Dice: true/false positives and false negatives per foreground class from argmax predictions, or
+per region from sigmoid outputs."""
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
+
+from suprem_auto.training.regions import region_targets
 
 
 def tp_fp_fn(logits: torch.Tensor, target: torch.Tensor,
@@ -20,6 +23,20 @@ def tp_fp_fn(logits: torch.Tensor, target: torch.Tensor,
         counts.append(torch.stack([(p & t).sum(), (p & ~t).sum(), (~p & t).sum()]))
     stacked = torch.stack(counts).cpu().double() if counts else torch.zeros((0, 3), dtype=torch.float64)
     return stacked[:, 0], stacked[:, 1], stacked[:, 2]
+
+
+def region_tp_fp_fn(logits: torch.Tensor, target: torch.Tensor, regions: Sequence[Sequence[int]],
+                    ignore_label: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Counts per region, float64 on the CPU, for sigmoid logits (b, R, ...) (a voxel is predicted in a region
+    where its sigmoid > 0.5, i.e. logit > 0) and an integer target (b, 1, ...); ignored voxels count nowhere."""
+    tgt, valid = region_targets(target, regions, ignore_label)
+    pred = logits > 0
+    if valid is not None:
+        pred = pred & valid
+    spatial = (0,) + tuple(range(2, logits.ndim))
+    counts = torch.stack([(pred & tgt).sum(spatial), (pred & ~tgt).sum(spatial), (~pred & tgt).sum(spatial)])
+    counts = counts.cpu().double()
+    return counts[0], counts[1], counts[2]
 
 
 def dice_from_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> List[float]:
