@@ -1,9 +1,9 @@
 """Training and validation transforms (batchgenerators), following nnU-Net v2's probabilities.
 
-Spatial: rotation p=0.2 (±30°, in-plane only for anisotropic patches), isotropic scaling p=0.2 (0.7-1.4), no
-elastic deformation. Intensity: Gaussian noise p=0.1, blur p=0.2, brightness p=0.15, contrast p=0.15, simulated
-low resolution p=0.25, inverted gamma p=0.1 and gamma p=0.3. Mirroring on the allowed axes. Segmentation border
-value -1 becomes background at the end.
+Spatial: rotation p=0.2 (±30°, in-plane only for anisotropic patches; 2D patches: ±180° or ±15°), isotropic
+scaling p=0.2 (0.7-1.4), no elastic deformation. Intensity: Gaussian noise p=0.1, blur p=0.2, brightness p=0.15,
+contrast p=0.15, simulated low resolution p=0.25, inverted gamma p=0.1 and gamma p=0.3. Mirroring on the allowed
+axes. Segmentation border value -1 becomes background at the end.
 """
 from __future__ import annotations
 
@@ -21,16 +21,36 @@ from batchgenerators.transforms.utility_transforms import RemoveLabelTransform
 ROTATION = np.deg2rad(30)
 SCALE_RANGE = (0.7, 1.4)
 ANISOTROPY_RATIO = 3.0
+ASPECT_2D = 1.5  # a 2D patch longer than this ratio rotates by ±15° only
 
 
 def is_anisotropic_patch(patch_size: Sequence[int]) -> bool:
-    """nnU-Net's dummy-2D criterion: the patch is much longer in-plane than along z."""
-    return max(patch_size) / patch_size[0] > ANISOTROPY_RATIO
+    """nnU-Net's dummy-2D criterion: the (3D) patch is much longer in-plane than along z; never for a 2D patch."""
+    return len(patch_size) == 3 and max(patch_size) / patch_size[0] > ANISOTROPY_RATIO
+
+
+def rotation_2d(patch_size: Sequence[int]) -> float:
+    """nnU-Net's in-plane rotation range for a 2D patch: ±180°, or ±15° when its aspect ratio exceeds 1.5."""
+    return np.deg2rad(15) if max(patch_size) / min(patch_size) > ASPECT_2D else np.pi
+
+
+def _initial_patch_size_2d(patch_size: Sequence[int]) -> List[int]:
+    """The 2D crop whose centre keeps ``patch_size`` covered under any rotation in :func:`rotation_2d` (the
+    widest extent over the angles, not only at the largest one) and scaling down to 0.85."""
+    a, b = (float(p) for p in patch_size)
+    limit = min(rotation_2d(patch_size), np.pi / 2)
+    angles = np.append(np.linspace(0.0, limit, 181), [np.arctan2(b, a), np.arctan2(a, b)])
+    angles = angles[angles <= limit]
+    c, s = np.abs(np.cos(angles)), np.abs(np.sin(angles))
+    size = np.array([np.max(c * a + s * b), np.max(s * a + c * b)])
+    return [int(v) for v in np.ceil(np.round(size, 6) / 0.85)]
 
 
 def initial_patch_size(patch_size: Sequence[int]) -> List[int]:
-    """Size of the crop taken before the spatial transform, big enough that rotation by up to ±30° and scaling
-    down to 0.85 leave no padding in the centre crop of ``patch_size``."""
+    """Size of the crop taken before the spatial transform, big enough that rotation by up to ±30° (2D: the
+    range of :func:`rotation_2d`) and scaling down to 0.85 leave no padding in the centre crop of ``patch_size``."""
+    if len(patch_size) == 2:
+        return _initial_patch_size_2d(patch_size)
     base = np.asarray(patch_size, dtype=float)
     size = base.copy()
     angles = [ROTATION, 0.0, 0.0] if is_anisotropic_patch(patch_size) else [ROTATION] * 3
@@ -50,9 +70,10 @@ def training_transforms(patch_size: Sequence[int], mirror_axes: Optional[Sequenc
     transforms: List[AbstractTransform] = []
     if augment:
         in_plane_only = is_anisotropic_patch(patch_size)
+        angle = rotation_2d(patch_size) if len(patch_size) == 2 else ROTATION  # 2D: angle_x is the in-plane one
         transforms += [
             SpatialTransform(list(patch_size), patch_center_dist_from_border=None, do_elastic_deform=False,
-                             do_rotation=True, angle_x=(-ROTATION, ROTATION),
+                             do_rotation=True, angle_x=(-angle, angle),
                              angle_y=(0, 0) if in_plane_only else (-ROTATION, ROTATION),
                              angle_z=(0, 0) if in_plane_only else (-ROTATION, ROTATION),
                              do_scale=True, scale=SCALE_RANGE, border_mode_data="constant", border_cval_data=0,
