@@ -18,7 +18,7 @@ from suprem_auto.planning import plan_default, plan_preset
 from suprem_auto.preprocessing import (load_class_locations, load_preprocessed_case, preprocess_case,
                                        preprocess_dataset, preprocess_files, probabilities_to_segmentation,
                                        revert_probabilities)
-from suprem_auto.preprocessing.resampling import resample_segmentation, resample_volume
+from suprem_auto.preprocessing.resampling import resample_segmentation, resample_volume, separate_z_axis
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +121,17 @@ def test_resampling_matches_skimage_and_separate_z():
     chosen = np.take_along_axis(soft, np.searchsorted(values, ours)[None], axis=0)[0]
     np.testing.assert_allclose(chosen, soft.max(axis=0), atol=1e-6)
     assert np.mean(ours != values[np.argmax(soft, axis=0)]) < 0.05
+
+
+def test_separate_z_decision_is_nnunets():
+    """Auto: an anisotropic input spacing decides alone (two equally coarse axes: joint resampling, whatever the
+    output); an isotropic input defers to the output spacing; forcing uses the input's single coarsest axis."""
+    assert separate_z_axis([10, 1.5625, 1.5625], [10, 1.5625, 1.5625]) == 0  # ACDC
+    assert separate_z_axis([1, 1, 1], [1, 5, 1]) == 1
+    assert separate_z_axis([5, 5, 1], [1, 1, 5]) is None
+    assert separate_z_axis([2, 1, 1], [2.5, 1, 1]) is None  # max/min not above 3
+    assert separate_z_axis([2, 1, 1], [2, 1, 1], force_separate_z=True) == 0
+    assert separate_z_axis([10, 1, 1], [10, 1, 1], force_separate_z=False) is None
 
 
 def test_revert_accepts_torch_and_regions_threshold(hippo):

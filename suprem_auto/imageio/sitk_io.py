@@ -175,7 +175,8 @@ def read_images(paths: Sequence[PathLike], reorient_to_ras: bool = False) -> Tup
         else:
             diff = geometry_mismatch(props["original_geometry"], p["original_geometry"])
             if diff:
-                raise ImageReadError(f"{path}: geometry differs from channel 0 ({paths[0]}): {diff}")
+                raise ImageReadError(f"{path}: geometry of channel {i} differs from channel 0 ({paths[0]}): {diff} "
+                                     "(all channels of a case must share one grid)")
         arrays.append(array.astype(np.float32, copy=False))
     props["files"] = [str(p) for p in paths]
     return np.stack(arrays), props

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import SimpleITK as sitk
 
@@ -48,7 +48,22 @@ def is_dicom_series_folder(folder: PathLike) -> bool:
     return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
 
 
-def _group_files(files: List[Path], num_channels: int, source: Path) -> List[InputCase]:
+def channel_names_of(dataset_json: Mapping[str, Any]) -> List[str]:
+    """dataset.json's ``channel_names`` in channel order (``{"0": "T2", "1": "ADC"}`` -> ``["T2", "ADC"]``)."""
+    names = dataset_json.get("channel_names") or {}
+    keys = sorted(names, key=lambda k: (0, int(k)) if str(k).isdigit() else (1, 0))
+    return [str(names[k]) for k in keys]
+
+
+def expected_channels(case_id: str, num_channels: int, channel_names: Optional[Sequence[str]] = None) -> str:
+    """What the model takes, for error messages: ``2 channels: case_0000 (T2), case_0001 (ADC)``."""
+    names = list(channel_names or [])
+    files = [f"{case_id}_{c:04d}" + (f" ({names[c]})" if c < len(names) else "") for c in range(num_channels)]
+    return f"{num_channels} channel{'s' if num_channels != 1 else ''}: {', '.join(files)}"
+
+
+def _group_files(files: List[Path], num_channels: int, source: Path,
+                 channel_names: Optional[Sequence[str]] = None) -> List[InputCase]:
     with_channel: Dict[str, Dict[int, Path]] = {}
     plain: Dict[str, Path] = {}
     for f in files:
@@ -63,26 +78,28 @@ def _group_files(files: List[Path], num_channels: int, source: Path) -> List[Inp
         missing = [c for c in wanted if c not in channels]
         extra = sorted(set(channels) - set(wanted))
         if missing or extra:
-            problem = (f"missing channel file(s) {', '.join(f'{case_id}_{c:04d}' for c in missing)}" if missing
-                       else f"unexpected channel file(s) {', '.join(f'{case_id}_{c:04d}' for c in extra)}")
+            problems = ([f"missing channel file(s) {', '.join(f'{case_id}_{c:04d}' for c in missing)}"] if missing
+                        else []) + ([f"unexpected channel file(s) {', '.join(channels[c].name for c in extra)}"]
+                                    if extra else [])
             cases.append(InputCase(case_id, sorted(channels.values()),
-                                   f"{source}: case {case_id}: {problem} (the model takes {num_channels} channel(s))"))
+                                   f"{source}: case {case_id}: {'; '.join(problems)} (the model takes "
+                                   f"{expected_channels(case_id, num_channels, channel_names)})"))
         else:
             cases.append(InputCase(case_id, [channels[c] for c in wanted]))
     for case_id, f in plain.items():
         if case_id in with_channel:
             cases.append(InputCase(case_id, [f], f"{f}: case {case_id} also has _XXXX channel files; rename one"))
         elif num_channels != 1:
-            cases.append(InputCase(case_id, [f], f"{f}: the model takes {num_channels} channels; name the files "
-                                                  f"{case_id}_0000...{case_id}_{num_channels - 1:04d}"))
+            cases.append(InputCase(case_id, [f], f"{f}: case {case_id} has no _XXXX channel suffix, the model takes "
+                                                  f"{expected_channels(case_id, num_channels, channel_names)}"))
         else:
             cases.append(InputCase(case_id, [f]))
     return cases
 
 
-def _from_folder(folder: Path, num_channels: int) -> List[InputCase]:
+def _from_folder(folder: Path, num_channels: int, channel_names: Optional[Sequence[str]] = None) -> List[InputCase]:
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and image_ending(p)]
-    cases = _group_files(files, num_channels, folder)
+    cases = _group_files(files, num_channels, folder, channel_names)
     subfolders = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
     for sub in subfolders:
         if is_dicom_series_folder(sub):
@@ -94,25 +111,30 @@ def _from_folder(folder: Path, num_channels: int) -> List[InputCase]:
     return cases
 
 
-def _from_file(path: Path, num_channels: int) -> List[InputCase]:
+def _from_file(path: Path, num_channels: int, channel_names: Optional[Sequence[str]] = None) -> List[InputCase]:
     match = _CHANNEL_SUFFIX.match(_stem(path))
     if match and num_channels > 1:
         ending = path.name[len(_stem(path)):]
         siblings = [path.parent / f"{match.group(1)}_{c:04d}{ending}" for c in range(num_channels)]
-        return _group_files([p for p in siblings if p.exists()], num_channels, path.parent)
-    return _group_files([path], num_channels, path.parent)
+        return _group_files([p for p in siblings if p.exists()], num_channels, path.parent, channel_names)
+    return _group_files([path], num_channels, path.parent, channel_names)
 
 
-def find_input_cases(inputs: CaseInputs, num_channels: int) -> List[InputCase]:
+def find_input_cases(inputs: CaseInputs, num_channels: int,
+                     channel_names: Optional[Sequence[str]] = None) -> List[InputCase]:
     """Cases sorted by id from a folder, a single image file, a DICOM series folder, a list of per-case file lists
-    (nnU-Net's ``list_of_lists``) or a ``{case_id: files}`` mapping."""
+    (nnU-Net's ``list_of_lists``) or a ``{case_id: files}`` mapping.
+
+    A case whose channel files do not fit the model carries a one-line ``error`` naming the case, the files and
+    what the model takes (``channel_names``: dataset.json's, in channel order)."""
     if isinstance(inputs, Mapping):
         cases = [InputCase(str(k), [Path(p) for p in v]) for k, v in inputs.items()]
     elif isinstance(inputs, (str, Path)):
         path = Path(inputs)
         if not path.exists():
             raise FileNotFoundError(f"{path}: input does not exist")
-        cases = _from_folder(path, num_channels) if path.is_dir() else _from_file(path, num_channels)
+        cases = _from_folder(path, num_channels, channel_names) if path.is_dir() else \
+            _from_file(path, num_channels, channel_names)
         if not cases:
             raise FileNotFoundError(f"{path}: no images found (expected {{case}}_{{XXXX}}"
                                     f"{'|'.join(SUPPORTED_ENDINGS)} files or DICOM series)")
@@ -126,7 +148,9 @@ def find_input_cases(inputs: CaseInputs, num_channels: int) -> List[InputCase]:
             cases.append(InputCase(match.group(1) if match else _stem(files[0]), files))
     for case in cases:
         if case.error is None and len(case.files) != num_channels:
-            case.error = f"case {case.case_id}: {len(case.files)} file(s) given, the model takes {num_channels} channel(s)"
+            case.error = (f"case {case.case_id}: {len(case.files)} file(s) given "
+                          f"({', '.join(Path(f).name for f in case.files)}), the model takes "
+                          f"{expected_channels(case.case_id, num_channels, channel_names)}")
     return sorted(cases, key=lambda c: c.case_id)
 
 

@@ -19,11 +19,13 @@ def compute_new_shape(shape: Sequence[int], spacing: Sequence[float], new_spacin
     return tuple(max(1, int(round(s * sp / nsp))) for s, sp, nsp in zip(shape, spacing, new_spacing))
 
 
-def _single_coarse_axis(spacing: Sequence[float], threshold: float) -> Optional[int]:
+def _anisotropic(spacing: Sequence[float], threshold: float) -> bool:
     spacing = np.asarray(spacing, dtype=float)
-    if spacing.max() / spacing.min() <= threshold:
-        return None
-    coarse = np.flatnonzero(spacing == spacing.max())
+    return bool(spacing.max() / spacing.min() > threshold)
+
+
+def _single_coarse_axis(spacing: Sequence[float]) -> Optional[int]:
+    coarse = np.flatnonzero(np.asarray(spacing) == max(spacing))
     return int(coarse[0]) if coarse.size == 1 else None
 
 
@@ -31,18 +33,19 @@ def separate_z_axis(old_spacing: Sequence[float], new_spacing: Sequence[float], 
                     force_separate_z: Optional[bool] = None) -> Optional[int]:
     """The axis to resample separately (None: resample all axes together).
 
-    ``force_separate_z`` False never separates; True uses the coarsest input axis; None (auto) separates when the
-    input, else the output, spacing is anisotropic with exactly one coarse axis.
+    ``force_separate_z`` False never separates; True uses the coarsest input axis; None (auto) looks at the input
+    spacing when it is anisotropic (max/min above ``threshold``), else at the output spacing when that is, and
+    separates along its coarsest axis if it is the only one (nnU-Net's rule: an anisotropic input with two coarse
+    axes is resampled jointly, whatever the output spacing).
     """
     if force_separate_z is False:
         return None
     if force_separate_z:
-        coarse = np.flatnonzero(np.asarray(old_spacing) == max(old_spacing))
-        return int(coarse[0]) if coarse.size == 1 else None
-    axis = _single_coarse_axis(old_spacing, threshold)
-    if axis is None:
-        axis = _single_coarse_axis(new_spacing, threshold)
-    return axis
+        return _single_coarse_axis(old_spacing)
+    for spacing in (old_spacing, new_spacing):
+        if _anisotropic(spacing, threshold):
+            return _single_coarse_axis(spacing)
+    return None
 
 
 def _source_coords(n_in: int, n_out: int) -> np.ndarray:
