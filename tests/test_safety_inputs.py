@@ -26,6 +26,7 @@ from suprem_auto.cli.predict import main as predict_main
 from suprem_auto.dataset import DatasetError, load_raw_dataset_folder
 from suprem_auto.inference.predictor import Predictor
 from suprem_auto.networks import build_network
+from suprem_auto.planning.hand_plans import plain_unet_plans
 from suprem_auto.preprocessing import preprocess_dataset
 from suprem_auto.pretrained import UnsafeCheckpointError, read_checkpoint, resolve_pretrained
 from suprem_auto.pretrained.zoo import ChecksumMismatch, file_sha256, load_zoo
@@ -178,8 +179,7 @@ def test_preprocess_api_refuses_paths_outside_its_folder(tmp_path: Path) -> None
     ds.cases = {"../escape": next(iter(ds.cases.values()))}
     (tmp_path / "escape.npy").write_text("keep me\n")
     out = tmp_path / "preprocessed" / ds.name
-    plans = {"plans_name": "p", "reorient_to_ras": False, "transpose_forward": [0, 1, 2],
-             "configurations": {"3d_fullres": {"data_identifier": "p_3d_fullres"}}}
+    plans = plain_unet_plans(ds.name)
     before = checksums(tmp_path)
     with pytest.raises(OutputRuleError, match="outside"):
         preprocess_dataset(ds, plans, "3d_fullres", out, num_processes=1, clean=True, progress=False)

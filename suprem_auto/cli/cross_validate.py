@@ -18,8 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "folds' validation predictions together, picks the best configuration or pair ensemble, decides "
                     "post-processing, and writes report.html / report.md and the inference instructions.")
     parser.add_argument("-d", "--dataset", required=True, help="dataset id or name (must be preprocessed)")
-    parser.add_argument("-c", "--configurations", nargs="+", default=["3d_fullres"],
-                        help="configurations of the default plans to compare, trained from scratch (default 3d_fullres)")
+    parser.add_argument("-c", "--configurations", nargs="+", default=None,
+                        help="configurations of the plans to compare, trained from scratch (default: every "
+                             "configuration the plans hold whose data is preprocessed; a cascade's low-res stage is "
+                             "trained before it)")
     parser.add_argument("-p", "--plans", default=DEFAULT_PLANS_NAME,
                         help=f"plans of the scratch runs (default {DEFAULT_PLANS_NAME})")
     parser.add_argument("-pretrained", "--pretrained", nargs="*", default=[],
@@ -30,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrained_configuration", default="3d_fullres",
                         help="configuration of the pre-trained runs (default 3d_fullres)")
     parser.add_argument("--no_scratch", action="store_true", help="only the pre-trained runs")
-    parser.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds (default 0 1 2 3 4)")
+    parser.add_argument("--folds", nargs="+", type=int, default=None,
+                        help="folds (default 0 .. --num_folds - 1, i.e. 0 1 2 3 4)")
     parser.add_argument("--gather_only", action="store_true",
                         help="do not train: gather and compare whatever folds are finished")
     parser.add_argument("--weights_dir", default=None, help="folder of downloaded pre-trained checkpoints "
@@ -44,11 +47,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def scratch_configurations(args: argparse.Namespace) -> List[str]:
+    """The configurations trained from scratch: ``-c`` (with each cascade's previous stage first), else every
+    configuration of the plans whose data is preprocessed (the others are listed with the command that adds them)."""
+    from suprem_auto.crossval.configurations import default_configurations, training_order
+    from suprem_auto.dataset import find_dataset_folder
+    from suprem_auto.planning import load_plans
+
+    pre_dataset = find_dataset_folder(roots_from_args(args).preprocessed, args.dataset)
+    if args.configurations:
+        return training_order(list(args.configurations), load_plans(pre_dataset / f"{args.plans}.json"))
+    chosen, skipped = default_configurations(pre_dataset, args.plans)
+    for line in skipped:
+        print(f"[crossval] left out {line}")
+    print(f"[crossval] configurations: {' '.join(chosen) or 'none'}")
+    return chosen
+
+
 def runs_from_args(args: argparse.Namespace) -> list:
     """The RunSpecs the flags ask for."""
     from suprem_auto.crossval.driver import RunSpec
 
-    runs = [] if args.no_scratch else [RunSpec(configuration=c, plans_name=args.plans) for c in args.configurations]
+    runs = [] if args.no_scratch else [RunSpec(configuration=c, plans_name=args.plans)
+                                       for c in scratch_configurations(args)]
     for i, name in enumerate(args.pretrained):
         plans = args.pretrained_plans or _preset_plans_for(name) or args.plans
         tag = "pretrained" if len(args.pretrained) == 1 else f"pretrained{i + 1}"
@@ -73,8 +94,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     from suprem_auto.training.config import overrides_from_args
 
     roots = roots_from_args(args)
+    folds = args.folds if args.folds is not None else list(range(args.num_folds or 5))
+    if args.num_folds is not None and max(folds) >= args.num_folds:
+        print(f"error: --folds {max(folds)} does not exist with --num_folds {args.num_folds} "
+              f"(folds 0-{args.num_folds - 1})", file=sys.stderr)
+        return 1
     try:
-        result = cross_validate(roots, args.dataset, runs_from_args(args), folds=args.folds,
+        result = cross_validate(roots, args.dataset, runs_from_args(args), folds=folds,
                                 overrides=overrides_from_args(args),
                                 weights_dir=Path(args.weights_dir) if args.weights_dir else None,
                                 device=args.device, train=not args.gather_only, num_processes=args.num_processes,

@@ -72,22 +72,23 @@ def _fingerprint(args: argparse.Namespace, ds: Any, out: Path, clean: bool) -> d
 
 
 def _plan(args: argparse.Namespace, ds: Any, out: Path, fingerprint: dict) -> dict:
-    from suprem_auto.planning import plan_experiments
+    from suprem_auto.planning import plan_experiments, plans_view
 
     all_plans = plan_experiments(ds, fingerprint, out, args.presets, args.gpu_memory_gb)
     for name, plans in all_plans.items():
-        for config_name, config in plans["configurations"].items():
-            print(f"{name} {config_name}: spacing {config['spacing']} patch {config['patch_size']} "
-                  f"batch {config['batch_size']} architecture {config['architecture']['name']}")
+        for config_name, config in plans_view(plans, name).configurations.items():
+            print(f"{name} {config_name}: spacing {list(config.spacing)} patch {list(config.patch_size)} "
+                  f"batch {config.batch_size} architecture {config.architecture.name}")
     return all_plans
 
 
 def _preprocess(args: argparse.Namespace, ds: Any, out: Path, all_plans: dict) -> None:
+    from suprem_auto.planning import plans_view
     from suprem_auto.preprocessing import preprocess_dataset
 
     for name, plans in all_plans.items():
         for configuration in args.configurations:
-            if configuration not in plans["configurations"]:
+            if configuration not in plans_view(plans, name).configurations:
                 print(f"{name}: no configuration '{configuration}' planned; skipped")
                 continue
             done = preprocess_dataset(ds, plans, configuration, out, args.num_processes, args.clean)

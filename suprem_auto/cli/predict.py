@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("-m", "--model_folder", default=None,
                        help="trained model folder <trainer>__<plans>__<configuration> holding plans.json, "
                             "dataset.json and fold_<k>/ (ours or nnU-Net v2's), or a model zip from "
-                            "suprem_export_model (checked, then unpacked to a temporary folder)")
+                            "suprem_export_model (checked, then unpacked to a temporary folder). A "
+                            "3d_cascade_fullres model first runs the <trainer>__<plans>__3d_lowres folder beside it")
     model.add_argument("-d", "--dataset", default=None,
                        help="dataset id or name; the model folder is <results>/<DatasetXXX_Name>/<trainer>__<plans>__<config>")
     model.add_argument("-c", "--configuration", default=None, help="configuration, e.g. 3d_fullres (with -d)")

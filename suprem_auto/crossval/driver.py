@@ -16,6 +16,7 @@ from suprem_auto.crossval import report
 from suprem_auto.crossval.gather import ModelCrossValidation, fold_is_finished, gather_model
 from suprem_auto.crossval.selection import decide_postprocessing, select_best, write_inference_instructions
 from suprem_auto.dataset import find_dataset_folder, load_raw_dataset_folder, parse_labels
+from suprem_auto.evaluation.metrics import class_key
 from suprem_auto.paths import Roots
 from suprem_auto.planning import DEFAULT_PLANS_NAME
 from suprem_auto.utils.atomic import atomic_write_json, load_json
@@ -138,7 +139,7 @@ def cross_validate(roots: Roots, dataset: str, runs: Sequence[RunSpec], folds: S
         "ranking": instructions["ranking"], "best": instructions["best"], "postprocessing": pp})
 
     class_names = {str(v): labels.names[v] for v in labels.foreground_labels} if not labels.has_regions else \
-        {str(tuple(r)): n for r, n in zip(labels.regions, labels.region_names)}
+        {class_key(r): n for r, n in zip(labels.regions, labels.region_names)}  # summary keys: "(1, 2)", "2"
     sections = []
     fingerprint_file = pre_dataset / "dataset_fingerprint.json"
     if fingerprint_file.is_file():

@@ -19,6 +19,7 @@ import numpy as np
 from suprem_auto.crossval import figures
 from suprem_auto.crossval.fold_runs import SPEED_VARIATION_LIMIT, FoldRun, read_fold_runs
 from suprem_auto.crossval.gather import ModelCrossValidation, load_fold_summaries
+from suprem_auto.planning.view import plans_view
 from suprem_auto.utils.atomic import atomic_write, load_json
 
 
@@ -75,13 +76,14 @@ def plans_section(models: Sequence[ModelCrossValidation]) -> Section:
         plans_file = m.model_dir / "plans.json"
         if not plans_file.is_file():
             continue
-        plans = load_json(plans_file)
-        config = plans["configurations"].get(m.configuration, {})
-        norm = ", ".join(n.get("scheme", "?") for n in config.get("normalization", []))
-        rows.append([m.name, config.get("architecture", {}).get("name", "?"),
-                     ", ".join(f"{s:.3g}" for s in config.get("spacing", [])),
-                     "x".join(str(p) for p in config.get("patch_size", [])), str(config.get("batch_size", "?")),
-                     norm, str(plans.get("reorient_to_ras", False))])
+        plans = plans_view(load_json(plans_file), plans_file)
+        if m.configuration not in plans.configurations:
+            continue
+        config = plans.configuration(m.configuration)
+        norm = ", ".join(n.scheme for n in config.normalization)
+        rows.append([m.name, config.architecture.name, ", ".join(f"{s:.3g}" for s in config.spacing),
+                     "x".join(str(p) for p in config.patch_size), str(config.batch_size),
+                     norm, str(plans.reorient_to_ras)])
     section.tables.append((["model", "network", "spacing mm", "patch", "batch", "normalization", "RAS"], rows))
     return section
 

@@ -1,4 +1,5 @@
-"""The default planner: nnU-Net's heuristics for 2d, 3d_fullres and 3d_lowres plain U-Net configurations."""
+"""The default planner: nnU-Net's heuristics for 2d, 3d_fullres, 3d_lowres and 3d_cascade_fullres plain U-Net
+configurations."""
 from __future__ import annotations
 
 import copy
@@ -183,7 +184,17 @@ def plan_configurations(plans_name: str, geometry: DatasetGeometry, plan: PlanFu
                                                batch_dice=lowres is not None)
         if lowres is not None:
             configs["3d_lowres"] = _configuration(plans_name, "3d_lowres", lowres, normalization, batch_dice=False)
+            configs["3d_lowres"]["next_stage"] = "3d_cascade_fullres"
+            configs["3d_cascade_fullres"] = cascade_configuration(configs["3d_fullres"], "3d_fullres", "3d_lowres")
     return configs
+
+
+def cascade_configuration(fullres: Dict[str, Any], fullres_name: str, previous_stage: str) -> Dict[str, Any]:
+    """nnU-Net's ``3d_cascade_fullres``: the fullres block (same data_identifier: it trains on the fullres data) whose
+    network also takes the ``previous_stage``'s segmentation as one-hot input channels."""
+    config = copy.deepcopy(fullres)
+    config.update({"inherits_from": fullres_name, "previous_stage": previous_stage})
+    return config
 
 
 def plans_document(plans_name: str, dataset_name: str, fingerprint: Dict[str, Any], geometry: DatasetGeometry,

@@ -156,7 +156,30 @@ def validate_plans(plans: Any, source: Any = "plans") -> Dict[str, Any]:
     num_channels = len(intensity) if intensity else None
     for name, config in configs.items():
         _validate_configuration(source, name, config, num_channels)
+    _validate_stages(source, configs)
     return plans
+
+
+def _validate_stages(source: Any, configs: Dict[str, Any]) -> None:
+    """Cascade links: ``previous_stage`` names another 3D configuration, ``next_stage`` (a name or a list) names
+    configurations whose ``previous_stage`` points back (nnU-Net needs the link both ways)."""
+    for name, config in configs.items():
+        previous = config.get("previous_stage")
+        if previous is not None:
+            field = f"configurations.{name}.previous_stage"
+            if previous not in configs or previous == name:
+                _fail(source, field, f"must name another configuration, got {previous!r}")
+            if len(configs[previous]["patch_size"]) != 3 or len(config["patch_size"]) != 3:
+                _fail(source, field, "links 3D configurations only")
+        nxt = config.get("next_stage")
+        if nxt is not None:
+            field = f"configurations.{name}.next_stage"
+            names = [nxt] if isinstance(nxt, str) else nxt
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                _fail(source, field, f"must be a configuration name or a list of names, got {nxt!r}")
+            for n in names:
+                if n not in configs or configs[n].get("previous_stage") != name:
+                    _fail(source, field, f"names '{n}', which is not a configuration with previous_stage '{name}'")
 
 
 def load_plans(path: PathLike) -> Dict[str, Any]:

@@ -77,6 +77,17 @@ class ConfigurationPlan:
     def is_2d(self) -> bool:
         return len(self.patch_size) == 2
 
+    @property
+    def previous_stage(self) -> Optional[str]:
+        """Cascade: the configuration whose segmentations are extra one-hot inputs (``3d_lowres``), else None."""
+        return self.extra.get("previous_stage")
+
+    @property
+    def next_stages(self) -> Tuple[str, ...]:
+        """Cascade: the configurations that take this one's segmentations as inputs."""
+        nxt = self.extra.get("next_stage")
+        return () if nxt is None else (nxt,) if isinstance(nxt, str) else tuple(nxt)
+
     @classmethod
     def from_json(cls, name: str, block: Mapping[str, Any]) -> "ConfigurationPlan":
         """The view of a validated configuration block."""
@@ -140,6 +151,15 @@ class Plans:
             known = ", ".join(self.configurations) or "none"
             raise PlansError(f"plans '{self.plans_name}' have no configuration '{name}' (known: {known})")
         return self.configurations[name]
+
+    def data_configuration(self, name: str) -> str:
+        """The configuration whose preprocessed data ``name`` trains on: for a cascade stage the configuration
+        without a previous stage that shares its data_identifier (``3d_fullres``), else ``name`` itself."""
+        config = self.configuration(name)
+        if config.previous_stage is None:
+            return name
+        return next((other for other, c in self.configurations.items()
+                     if c.data_identifier == config.data_identifier and c.previous_stage is None), name)
 
     def to_json(self) -> Dict[str, Any]:
         """The plans dict (unknown keys of the source kept; configurations from their views)."""

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from suprem_auto.imageio.cropping import bbox_slices, crop_to_nonzero
+from suprem_auto.planning.view import ConfigurationPlan, plans_view
 from suprem_auto.preprocessing.normalization import normalize
 from suprem_auto.preprocessing.resampling import (compute_new_shape, resample_data, resample_segmentation,
                                                   resample_volume, separate_z_axis)
@@ -21,17 +22,14 @@ MIN_LOCATION_FRACTION = 0.01
 LOCATION_SEED = 1234
 
 
-def _configuration(plans: Dict[str, Any], configuration: str) -> Dict[str, Any]:
-    try:
-        return plans["configurations"][configuration]
-    except KeyError:
-        known = ", ".join(plans.get("configurations", {})) or "none"
-        raise KeyError(f"plans '{plans.get('plans_name')}' have no configuration '{configuration}' (known: {known})") from None
+def _configuration(plans: Dict[str, Any], configuration: str) -> ConfigurationPlan:
+    """The typed plan of ``configuration`` (an unknown one raises ``PlansError`` listing the known ones)."""
+    return plans_view(plans).configuration(configuration)
 
 
-def target_spacing_for(config: Dict[str, Any], spacing_transposed: Sequence[float]) -> List[float]:
+def target_spacing_for(config: ConfigurationPlan, spacing_transposed: Sequence[float]) -> List[float]:
     """3D target spacing of a configuration (2D configurations keep the through-plane spacing)."""
-    spacing = [float(s) for s in config["spacing"]]
+    spacing = [float(s) for s in config.spacing]
     if len(spacing) == 2:
         return [float(spacing_transposed[0])] + spacing
     return spacing
@@ -49,7 +47,7 @@ def preprocess_case(images: np.ndarray, seg: Optional[np.ndarray], props: Dict[s
     extended with what :func:`revert_probabilities` needs.
     """
     config = _configuration(plans, configuration)
-    resampling = config["resampling"]
+    resampling = config.resampling
     transpose = [int(a) for a in plans["transpose_forward"]]
     props = dict(props)
     images = np.asarray(images, dtype=np.float32).transpose([0] + [a + 1 for a in transpose])
@@ -60,7 +58,8 @@ def preprocess_case(images: np.ndarray, seg: Optional[np.ndarray], props: Dict[s
     images, seg_cropped, bbox = crop_to_nonzero(images, seg)
     props["bbox_used_for_cropping"] = bbox
     props["shape_after_cropping_and_before_resampling"] = list(images.shape[1:])
-    data = normalize(images, seg_cropped, config["normalization"])
+    data = normalize(images, seg_cropped, [{"scheme": n.scheme, "use_mask": n.use_mask, "params": n.params}
+                                           for n in config.normalization])
     del images
     target = target_spacing_for(config, spacing)
     new_shape = compute_new_shape(data.shape[1:], spacing, target)
@@ -106,8 +105,7 @@ def revert_probabilities(probabilities: Union[np.ndarray, Any], props: Dict[str,
     Outside the crop, channel 0 (background) gets probability 1 and all others 0 (all 0 with ``regions``).
     Works channel by channel: peak memory is the output plus a few single-channel volumes.
     """
-    config = _configuration(plans, configuration)
-    resampling = config["resampling"]
+    resampling = _configuration(plans, configuration).resampling
     transpose = [int(a) for a in props["transpose_forward"]]
     num_channels = int(probabilities.shape[0])
     cropped_shape = [int(s) for s in props["shape_after_cropping_and_before_resampling"]]

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from tqdm import tqdm
 
+from suprem_auto.planning.view import plans_view
 from suprem_auto.preprocessing.case import preprocess_files, sample_foreground_locations
 from suprem_auto.preprocessing.storage import case_files, case_is_complete, save_preprocessed_case
 from suprem_auto.utils.atomic import atomic_write, atomic_write_json, load_json
@@ -32,7 +33,7 @@ def _record_configuration(out_folder: Path, plans: Dict[str, Any], configuration
     """Store what the data was made with; True when earlier data in the folder was made differently (stale)."""
     used = {"plans_name": plans["plans_name"], "reorient_to_ras": plans["reorient_to_ras"],
             "transpose_forward": plans["transpose_forward"], "configuration": configuration,
-            "settings": {k: v for k, v in plans["configurations"][configuration].items()
+            "settings": {k: v for k, v in plans_view(plans).configuration(configuration).to_json().items()
                          if k in ("spacing", "normalization", "resampling")}}
     path = out_folder / "preprocessing_settings.json"
     stale = path.is_file() and load_json(path) != json.loads(json.dumps(used))
@@ -60,9 +61,11 @@ def preprocess_dataset(ds: Any, plans: Dict[str, Any], configuration: str, outpu
                        num_processes: int = 2, clean: bool = False, progress: bool = True) -> List[str]:
     """Preprocess the training cases of ``ds`` into ``<output_folder>/<data_identifier>/``.
 
-    Finished cases are skipped unless ``clean``. Returns the ids of the cases processed in this call.
+    Finished cases are skipped unless ``clean``. Returns the ids of the cases processed in this call. A cascade
+    stage (``3d_cascade_fullres``) preprocesses the data of the configuration it shares it with (``3d_fullres``).
     """
-    data_identifier = plans["configurations"][configuration]["data_identifier"]
+    configuration = plans_view(plans).data_configuration(configuration)
+    data_identifier = plans_view(plans).configuration(configuration).data_identifier
     out_folder = Path(output_folder) / data_identifier
     for case_id, case in ds.cases.items():
         for path in case_files(out_folder, case_id).values():  # the same rule for writing and for --clean

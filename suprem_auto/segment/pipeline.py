@@ -71,12 +71,18 @@ def check_subset(roi_subset: Optional[Sequence[str]], class_names: Sequence[str]
     return [n for n in class_names if n in set(roi_subset)]
 
 
-def direct_inference_plans(spacing: float, patch: Sequence[int]) -> Dict[str, Any]:
-    """A plan that makes our preprocessing do the release's: no transposition, the windowed image is cropped to its
-    nonzero box (HU > -175), resampled linearly to ``spacing``, and not normalised again."""
-    return {"plans_name": "suprem_direct_inference", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-            "reorient_to_ras": True,
+def direct_inference_plans(spacing: float, patch: Sequence[int], backbone: str) -> Dict[str, Any]:
+    """A plan (valid plans, as every reader checks them) that makes our preprocessing do the release's: no
+    transposition, the windowed image is cropped to its nonzero box (HU > -175), resampled linearly to ``spacing``,
+    and not normalised again."""
+    from suprem_auto.planning.schema import PLANS_FORMAT_VERSION
+
+    return {"format_version": PLANS_FORMAT_VERSION, "plans_name": "suprem_direct_inference",
+            "dataset_name": "direct_inference", "preset": None, "transpose_forward": [0, 1, 2],
+            "transpose_backward": [0, 1, 2], "reorient_to_ras": True,
+            "foreground_intensity_properties_per_channel": {"0": {}},
             "configurations": {_CONFIG: {
+                "data_identifier": _CONFIG, "batch_size": 1, "architecture": {"name": backbone, "kwargs": {}},
                 "spacing": [spacing] * 3, "patch_size": list(patch),
                 "normalization": [{"scheme": "none", "use_mask": False, "params": {}}],
                 "resampling": {"data_order": 1, "seg_order": 1, "probabilities_order": 1, "order_z": 0,
@@ -118,7 +124,7 @@ def segment_ct(ct_path: Path, model: OrganModel, options: SegmentOptions) -> Seg
     images, props = read_images([ct_path], reorient_to_ras=True)
     if images.shape[0] != 1:
         raise ValueError(f"{ct_path}: expected one CT channel, found {images.shape[0]}")
-    plans = direct_inference_plans(FAST_SPACING_MM if options.fast else SPACING_MM, patch)
+    plans = direct_inference_plans(FAST_SPACING_MM if options.fast else SPACING_MM, patch, model.backbone)
     data, _, pprops = preprocess_case(window(images), None, props, plans, _CONFIG)
     device = resolve_device(options.device)
     network = model.network.to(device).eval()

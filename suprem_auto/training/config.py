@@ -35,7 +35,7 @@ class TrainingConfig:
     ce_weight: float = 1.0
     ema_momentum: float = 0.9
     augmentation: bool = True
-    mirror_axes: Optional[List[int]] = field(default_factory=lambda: [0, 1, 2])
+    mirror_axes: Optional[List[int]] = field(default_factory=lambda: [0, 1, 2])  # 2D: (0, 1), mirror_axes_for_patch
     num_workers: Optional[int] = None       # None: a quarter of the cores on CPU, one per core (<= 12) on GPU
     num_threads: Optional[int] = None       # torch threads on CPU; None: cores - workers + 1 (BaseTrainer)
     network_width: float = 1.0              # multiplies the backbone's width argument (networks.scale_width)
@@ -48,6 +48,8 @@ class TrainingConfig:
     iterations: Optional[int] = None        # fixed number of iterations laid out like a budget
     warmup_fraction: float = 0.05           # warm-up share of a budgeted run (warmup_cosine)
     val_on_train: bool = False              # fold 'all': run the final validation (on the training cases) anyway
+    num_folds: Optional[int] = None         # cross-validation folds; None: an existing splits file's count, else 5
+    subject_pattern: Optional[str] = None   # regex grouping case ids into subjects (wins over dataset.json's)
 
     def replace(self, **changes: Any) -> "TrainingConfig":
         """A copy with some fields changed (unknown names raise a clear error)."""
@@ -64,6 +66,14 @@ class TrainingConfig:
         """The configuration recorded by :meth:`to_json` (fields unknown to this version are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def mirror_axes_for_patch(axes: Optional[List[int]], spatial_dims: int) -> Optional[List[int]]:
+    """The mirror axes a ``spatial_dims``-D patch can use: axes beyond it are dropped, so the default (0, 1, 2)
+    becomes nnU-Net's (0, 1) for 2D (the in-plane axes of the 2D patch); ``None`` (no mirroring) stays ``None``."""
+    if axes is None:
+        return None
+    return [int(a) for a in axes if 0 <= int(a) < spatial_dims]
 
 
 # CLI flag -> (config field, type, help). Only flags given on the command line override the trainer's defaults.
@@ -90,6 +100,16 @@ CLI_OVERRIDES = {
     "channels_last": ("channels_last", str, "channels_last_3d memory format: auto (on for CPU), on, off"),
 }
 
+# Fold flags -> (config field, type, help): how the cases are split into cross-validation folds (training/splits.py).
+FOLD_OPTIONS = {
+    "num_folds": ("num_folds", int, "number of cross-validation folds when splits_final.json is made (default 5); "
+                                    "an existing splits file with another count is an error"),
+    "subject_pattern": ("subject_pattern", str, "regular expression searched in each case id: its first capture "
+                                                "group (else the whole match) is the subject, whose cases never "
+                                                "sit on both sides of a fold, e.g. '^(patient\\d+)_'; wins over "
+                                                "dataset.json's \"subject_pattern\""),
+}
+
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per entry of :data:`CLI_OVERRIDES` (default None = keep the trainer's value)."""
@@ -102,7 +122,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no_augmentation", action="store_true", help="no data augmentation (mirroring included)")
     group.add_argument("--no_mirroring", action="store_true",
                        help="no mirroring, neither as augmentation nor at inference (test-time)")
-    group.add_argument("--patch_size", default=None, help="patch size ZxYxX, e.g. 40x56x40 (default: the plans')")
+    group.add_argument("--patch_size", default=None,
+                       help="patch size ZxYxX, e.g. 40x56x40, or YxX for 2d (default: the plans')")
     group.add_argument("--budget", default=None,
                        help="wall-time budget (90s, 40m, 6h, 1h30m): the lr schedule follows the elapsed share of the "
                             "training time, the budget is checked every iteration and the final validation's measured "
@@ -114,6 +135,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--recipe", default="auto", choices=["auto", "short", "trainer"],
                        help="with --budget/--iterations: auto/short = the measured short-budget recipe for the "
                             "default trainer (explicit flags still win); trainer = keep the trainer's own recipe")
+    folds = parser.add_argument_group("cross-validation folds (fold 'all' uses no split)")
+    for flag, (_, typ, help_text) in FOLD_OPTIONS.items():
+        folds.add_argument(f"--{flag}", type=typ, default=None, help=help_text)
 
 
 def parse_multipliers(text: str) -> Dict[str, float]:
@@ -130,7 +154,7 @@ def parse_multipliers(text: str) -> Dict[str, float]:
 def overrides_from_args(args: argparse.Namespace) -> Dict[str, Any]:
     """The config changes requested on the command line."""
     changes: Dict[str, Any] = {}
-    for flag, (name, _, _) in CLI_OVERRIDES.items():
+    for flag, (name, _, _) in {**CLI_OVERRIDES, **FOLD_OPTIONS}.items():
         value = getattr(args, flag, None)
         if value is not None:
             changes[name] = value
@@ -151,7 +175,7 @@ def overrides_from_args(args: argparse.Namespace) -> Dict[str, Any]:
         try:
             changes["patch_size"] = [int(v) for v in args.patch_size.lower().split("x")]
         except ValueError:
-            raise ValueError(f"--patch_size: '{args.patch_size}' is not ZxYxX (e.g. 40x56x40)") from None
+            raise ValueError(f"--patch_size: '{args.patch_size}' is not ZxYxX (e.g. 40x56x40; 2d: YxX)") from None
     if getattr(args, "budget", None):
         from suprem_auto.training.budget import parse_duration
 

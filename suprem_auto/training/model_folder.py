@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from suprem_auto.planning.schema import save_plans, validate_plans
 from suprem_auto.training import checkpointing
 from suprem_auto.utils.atomic import atomic_write, atomic_write_json, load_json
 
@@ -67,13 +68,18 @@ def check_shared_file(model_dir: Path, fold_dir: Path, name: str, content: Dict[
 def record_plans(fold_dir: Path, plans: Dict[str, Any], dataset_json: Dict[str, Any],
                  fingerprint: Optional[Path] = None) -> None:
     """At the start of a training (under the fold lock): the fold's own ``plans.json`` and the model folder's copies
-    of the plans, dataset.json and (when missing) the fingerprint. Checks everything before writing anything."""
+    of the plans, dataset.json and (when missing) the fingerprint. Checks everything before writing anything; the
+    plans are validated as ``save_plans`` does (a bad override stops here, not at prediction)."""
+    validate_plans(plans, fold_dir / FOLD_PLANS)
     fold_dir = Path(fold_dir)
     model_dir = fold_dir.parent
     shared = {"plans.json": plans, "dataset.json": dataset_json}
     to_write = [name for name, content in shared.items() if check_shared_file(model_dir, fold_dir, name, content)]
     for name in to_write:
-        atomic_write_json(model_dir / name, shared[name])
-    atomic_write_json(fold_dir / FOLD_PLANS, plans)
+        if name == "plans.json":
+            save_plans(plans, model_dir / name)
+        else:
+            atomic_write_json(model_dir / name, shared[name])
+    save_plans(plans, fold_dir / FOLD_PLANS)
     if fingerprint is not None and fingerprint.is_file() and not (model_dir / "dataset_fingerprint.json").is_file():
         atomic_write(model_dir / "dataset_fingerprint.json", lambda tmp: shutil.copyfile(fingerprint, tmp))

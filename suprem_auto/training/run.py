@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 from suprem_auto.paths import Roots
-from suprem_auto.planning import DEFAULT_PLANS_NAME, load_plans
+from suprem_auto.planning import DEFAULT_PLANS_NAME, load_plans, plans_view
 from suprem_auto.training import checkpointing, ddp
 from suprem_auto.training.data.workers import DataWorkerError
 from suprem_auto.training.model_folder import check_shared_file, record_plans
@@ -132,19 +132,24 @@ def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int,
     overrides = dict(overrides or {})
     plans = load_plans_file(pre_dataset / f"{plans_name}.json")
     torch_device = resolve_device(device, ctx.local_rank if ctx.enabled else None)
-    architecture = plans["configurations"].get(configuration, {}).get("architecture")
+    view = plans_view(plans, pre_dataset / f"{plans_name}.json")
+    architecture = view.configuration(configuration).architecture.to_json() \
+        if configuration in view.configurations else None
     recipe_changes = budget_recipe(cls, overrides, recipe, torch_device.type, architecture, pretrained)
     config = cls.default_config().replace(**recipe_changes).replace(**name_changes).replace(**overrides)
     dataset_json = load_json(pre_dataset / "dataset.json")
     fold_str = str(fold)
     if fold_str != "all" and not fold_str.isdigit():
-        raise ValueError(f"FOLD must be 0-4 or 'all', got '{fold}'")
+        raise ValueError(f"FOLD must be a fold number (0-4 with the default 5 folds) or 'all', got '{fold}'")
     folder_name = trainer_folder_name(trainer_name) + (f"-{run_tag}" if run_tag else "")
     out = output_folder(roots.results, pre_dataset.name, folder_name, plans_name, configuration)
     stored = recorded_run(out / f"fold_{fold_str}") if reuse_run_config else None
     if stored is not None:
         config = TrainingConfig.from_json(stored["config"]).replace(**overrides)
         recipe_changes = (stored.get("recipe") or {}).get("changes", {})
+    if config.num_folds is not None and fold_str != "all" and int(fold_str) >= config.num_folds:
+        raise ValueError(f"fold {fold_str} does not exist with --num_folds {config.num_folds} "
+                         f"(folds 0-{config.num_folds - 1}, or 'all')")
     trainer = (trainer_class or cls)(plans, configuration, fold_str if fold_str == "all" else int(fold_str),
                                      dataset_json, pre_dataset, out / f"fold_{fold_str}", config,
                                      torch_device, trainer_name,
@@ -168,6 +173,8 @@ def train_fold(trainer: BaseTrainer, pretrained: Optional[str] = None, weights_d
         raise ValueError("-pretrained cannot be combined with --c (the checkpoint already holds the weights)")
     if validation_only and not (trainer.fold_dir / checkpointing.FINAL).is_file():
         raise FileNotFoundError(f"{trainer.fold_dir / checkpointing.FINAL}: --val needs a finished training")
+    if not trainer.dist.enabled:  # a fold that cannot exist or a refused splits file stops before the fold folder
+        trainer.split()           # is touched (with several ranks the first split needs the process group)
     lock = FoldLock(trainer.fold_dir) if trainer.dist.is_main else None
     try:
         if lock is not None:

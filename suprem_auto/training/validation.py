@@ -24,16 +24,19 @@ def validation_inputs(raw_dataset: Optional[Path], case_ids: List[str]) -> Dict[
 def run_final_validation(network: nn.Module, plans: Dict[str, Any], configuration: str, dataset_json: Dict[str, Any],
                          case_ids: List[str], raw_dataset: Optional[Path], gt_folder: Path, output_folder: Path,
                          mirror_axes: Optional[List[int]], save_probabilities: bool = False,
-                         progress: bool = True, precision: str = "auto") -> Dict[str, Any]:
+                         progress: bool = True, precision: str = "auto",
+                         previous_stage: Optional[Any] = None) -> Dict[str, Any]:
     """Predict ``case_ids`` into ``output_folder`` and write ``summary.json`` there; returns the summary.
-    ``precision``: the prediction's autocast (the trainer passes its own: bf16 where the CPU has it natively)."""
+    ``precision``: the prediction's autocast (the trainer passes its own: bf16 where the CPU has it natively).
+    ``previous_stage``: a cascade's previous-stage inputs (``inference.cascade.PreviousStage``)."""
     from suprem_auto.dataset import parse_labels
     from suprem_auto.evaluation import evaluate_folder
     from suprem_auto.inference.predictor import Predictor
 
     inputs = validation_inputs(raw_dataset, case_ids)
     predictor = Predictor.from_network(network, plans, configuration, dataset_json, mirror_axes=mirror_axes or (),
-                                       use_mirroring=bool(mirror_axes), progress=progress, precision=precision)
+                                       use_mirroring=bool(mirror_axes), progress=progress, precision=precision,
+                                       previous_stage=previous_stage)
     report = predictor.predict_files(inputs, output_folder, save_probabilities=save_probabilities)
     if report.failed:
         first = next(iter(report.failed.items()))
@@ -41,7 +44,8 @@ def run_final_validation(network: nn.Module, plans: Dict[str, Any], configuratio
     labels = parse_labels(dataset_json)
     file_ending = dataset_json.get("file_ending", ".nii.gz")
     gt_subset = _reference_subset(gt_folder, case_ids, file_ending, output_folder)
-    return evaluate_folder(gt_subset, output_folder, labels=labels.foreground_labels, file_ending=file_ending,
+    classes = list(labels.regions) if labels.has_regions else labels.foreground_labels  # regions: one mask each
+    return evaluate_folder(gt_subset, output_folder, labels=classes, file_ending=file_ending,
                            ignore_label=labels.ignore_label, out_dir=output_folder)
 
 

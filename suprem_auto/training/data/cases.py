@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Union
 
 import numpy as np
 
@@ -18,14 +18,22 @@ class PreprocessedCase:
     case_id: str
     data: np.ndarray
     seg: np.ndarray
-    locations: Dict[int, np.ndarray]
+    locations: Dict[Union[int, str], np.ndarray]  # label value, or "1,2" for a region
+    previous: Optional[np.ndarray] = None  # cascade: the previous stage's labels (1, z, y, x) on the same grid
 
 
 class PreprocessedCases:
-    """The cases of ``<preprocessed>/<Dataset>/<data_identifier>/`` (files are opened lazily, mmap'ed)."""
+    """The cases of ``<preprocessed>/<Dataset>/<data_identifier>/`` (files are opened lazily, mmap'ed); with
+    ``previous_stage`` (a cascade) also ``<previous_stage>/<case>.npy``, the previous stage's labels."""
 
-    def __init__(self, folder: Path, case_ids: List[str]) -> None:
+    def __init__(self, folder: Path, case_ids: List[str], previous_stage: Optional[Path] = None) -> None:
         self.folder = Path(folder)
+        self.previous_stage = Path(previous_stage) if previous_stage is not None else None
+        if self.previous_stage is not None:
+            absent = [c for c in case_ids if not (self.previous_stage / f"{c}.npy").is_file()]
+            if absent:
+                raise FileNotFoundError(f"{self.previous_stage}: previous-stage segmentation(s) missing: "
+                                        f"{', '.join(absent[:5])}")
         if not self.folder.is_dir():
             raise FileNotFoundError(f"{self.folder}: preprocessed data folder missing (run suprem_plan_and_preprocess)")
         missing = [c for c in case_ids if not (self.folder / f"{c}.npy").is_file()]
@@ -39,18 +47,22 @@ class PreprocessedCases:
     def load(self, case_id: str) -> PreprocessedCase:
         data = np.load(self.folder / f"{case_id}.npy", mmap_mode="r")
         seg = np.load(self.folder / f"{case_id}_seg.npy", mmap_mode="r")
-        return PreprocessedCase(case_id, data, seg, load_locations(self.folder / f"{case_id}_locs.npz"))
+        previous = (np.load(self.previous_stage / f"{case_id}.npy", mmap_mode="r")
+                    if self.previous_stage is not None else None)
+        return PreprocessedCase(case_id, data, seg, load_locations(self.folder / f"{case_id}_locs.npz"), previous)
 
     def properties(self, case_id: str) -> dict:
         return load_json(self.folder / f"{case_id}.json")
 
 
-def load_locations(path: Path) -> Dict[int, np.ndarray]:
-    """Foreground locations per label from ``<case>_locs.npz`` (empty dict if the file does not exist)."""
+def load_locations(path: Path) -> Dict[Union[int, str], np.ndarray]:
+    """Foreground locations per label (int key) or region (key "1,2", as stored) from ``<case>_locs.npz`` (empty
+    dict if the file does not exist)."""
     if not path.is_file():
         return {}
     with np.load(path, allow_pickle=False) as f:
-        return {int(k): f[k] for k in f.files if k.lstrip("-").isdigit()}
+        return {(int(k) if k.lstrip("-").isdigit() else k): f[k] for k in f.files
+                if k.lstrip("-").isdigit() or all(v.isdigit() for v in k.split(","))}
 
 
 def class_presence(folder: Path, case_ids: List[str]) -> Dict[str, Set[int]]:

@@ -59,10 +59,13 @@ class PatchSampler:
         pad = [(0, 0)] + [(int(a - s), int(e - b)) for a, b, s, e in zip(src_lo, src_hi, start, stop)]
         d = np.pad(np.asarray(case.data[(slice(None),) + region], dtype=np.float32), pad, constant_values=0)
         s = np.pad(np.asarray(case.seg[(slice(None),) + region], dtype=np.int16), pad, constant_values=-1)
+        if case.previous is not None:  # cascade: the previous stage's labels, same window, as a 2nd seg channel
+            p = np.pad(np.asarray(case.previous[(slice(None),) + region], dtype=np.int16), pad, constant_values=-1)
+            s = np.concatenate([s, p])
         return d, s
 
     def _foreground_center(self, case: PreprocessedCase) -> Optional[np.ndarray]:
-        present = [k for k, v in case.locations.items() if k > 0 and len(v) > 0]
+        present = [k for k, v in case.locations.items() if (isinstance(k, str) or k > 0) and len(v) > 0]  # str: region
         if not present:
             return None
         label = present[self.rng.integers(len(present))]

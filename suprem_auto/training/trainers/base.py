@@ -23,17 +23,20 @@ from torch import nn
 from tqdm import tqdm
 
 from suprem_auto.dataset import parse_labels
-from suprem_auto.training import augmentation, checkpointing, ddp, precision, reserve
+from suprem_auto.planning.view import ConfigurationPlan, plans_view
+from suprem_auto.training import augmentation, cascade, checkpointing, ddp, precision, reserve
 from suprem_auto.training.budget import ClockSchedule, RunClock, RunSchedule, schedule_for, schedule_from_json
-from suprem_auto.training.config import TrainingConfig
+from suprem_auto.training.config import TrainingConfig, mirror_axes_for_patch
 from suprem_auto.training.data.cases import PreprocessedCases, class_presence, list_preprocessed_cases
 from suprem_auto.training.data.sampler import PatchSampler
+from suprem_auto.training.data.slices import SliceSampler
 from suprem_auto.training.data.workers import BatchStream, default_num_workers
 from suprem_auto.training.loss import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
-from suprem_auto.training.metrics import dice_from_counts, tp_fp_fn
+from suprem_auto.training.metrics import dice_from_counts, region_tp_fp_fn, tp_fp_fn
+from suprem_auto.training.region_loss import DiceBCELoss
 from suprem_auto.training.optim import apply_learning_rate, build_optimizer
 from suprem_auto.training.progress import RunLog
-from suprem_auto.training.splits import fold_cases, load_or_create_splits
+from suprem_auto.training.splits import find_subject_rule, fold_cases, load_or_create_splits
 from suprem_auto.utils.atomic import atomic_write_json
 
 
@@ -68,18 +71,13 @@ class BaseTrainer:
                  preprocessed_dataset: Path, fold_dir: Path, config: TrainingConfig, device: torch.device,
                  trainer_name: str, raw_dataset: Optional[Path] = None,
                  dist_ctx: Optional[ddp.DistributedContext] = None, echo: bool = True) -> None:
-        if configuration not in plans.get("configurations", {}):
-            known = ", ".join(plans.get("configurations", {})) or "none"
-            raise ValueError(f"plans '{plans.get('plans_name')}' have no configuration '{configuration}' "
-                             f"(known: {known})")
         self.plans = plans
         self.configuration = configuration
-        self.plans_config: Dict[str, Any] = plans["configurations"][configuration]
+        #: the typed plan of this configuration (an unknown one raises PlansError, a ValueError, naming the known)
+        self.configuration_plan: ConfigurationPlan = plans_view(plans).configuration(configuration)
         self.fold = fold
         self.dataset_json = dataset_json
-        self.labels = parse_labels(dataset_json)
-        if self.labels.has_regions:
-            raise ValueError("region-based training (dataset.json regions) is not supported by this trainer yet")
+        self.labels = parse_labels(dataset_json)  # with regions: one sigmoid output per region
         self.preprocessed_dataset = Path(preprocessed_dataset)
         self.raw_dataset = raw_dataset
         self.fold_dir = Path(fold_dir)
@@ -88,12 +86,19 @@ class BaseTrainer:
         self.trainer_name = trainer_name
         self.dist = dist_ctx or ddp.DistributedContext()
         self.log = RunLog(self.fold_dir, enabled=self.dist.is_main, echo=echo)
-        self.patch_size: List[int] = list(config.patch_size or self.plans_config["patch_size"])
-        if len(self.patch_size) != 3:
-            raise ValueError(f"configuration '{configuration}' has a {len(self.patch_size)}D patch; only 3D "
-                             f"configurations can be trained yet (use 3d_fullres)")
-        self.global_batch_size: int = int(config.batch_size or self.plans_config["batch_size"])
+        planned_patch = list(self.configuration_plan.patch_size)
+        self.patch_size: List[int] = list(config.patch_size or planned_patch)
+        planned_dims = len(planned_patch)
+        if len(self.patch_size) != planned_dims or planned_dims not in (2, 3):
+            raise ValueError(f"configuration '{configuration}': patch {self.patch_size} must have "
+                             f"{planned_dims} sizes like the plans' {planned_patch} (2D or 3D)")
+        # 2D: slices along axis 0, in-plane mirroring only (the default (0, 1, 2) becomes nnU-Net's (0, 1))
+        self.config = config = config.replace(mirror_axes=mirror_axes_for_patch(config.mirror_axes, planned_dims))
+        self.global_batch_size: int = int(config.batch_size or self.configuration_plan.batch_size)
         self.num_input_channels = len(dataset_json["channel_names"])
+        # cascade (3d_cascade_fullres): one more input channel per foreground label, the previous stage's labels
+        self.previous_stage_labels = cascade.previous_stage_labels(self.configuration_plan, self.labels)
+        self.num_input_channels += len(self.previous_stage_labels or ())
         self.num_outputs = self.labels.num_segmentation_heads
         self.current_epoch = 0
         self.best_ema: Optional[float] = None
@@ -118,7 +123,7 @@ class BaseTrainer:
     def architecture(self) -> Dict[str, Any]:
         """The architecture entry used (the plans' one, or the trainer's backbone with default kwargs, at
         ``--network_width``)."""
-        return self.effective_plans()["configurations"][self.configuration]["architecture"]
+        return plans_view(self.effective_plans()).configuration(self.configuration).architecture.to_json()
 
     def effective_plans(self) -> Dict[str, Any]:
         """The plans with this trainer's backbone, width and patch, as copied to the results folder for inference:
@@ -141,19 +146,27 @@ class BaseTrainer:
         return build_optimizer(self.network, self.config)
 
     def build_loss(self) -> nn.Module:
-        base = DiceCELoss(batch_dice=bool(self.plans_config.get("batch_dice", False)),
-                          dice_weight=self.config.dice_weight, ce_weight=self.config.ce_weight,
-                          ignore_label=self.labels.ignore_label)
+        """Dice + CE on softmax outputs, or Dice + BCE per region on sigmoid outputs when dataset.json declares
+        regions (``ce_weight`` weighs the BCE); both take the integer label map as target."""
+        batch_dice = self.configuration_plan.batch_dice
+        if self.labels.has_regions:
+            base = DiceBCELoss(self.labels.regions, batch_dice=batch_dice, dice_weight=self.config.dice_weight,
+                               bce_weight=self.config.ce_weight, ignore_label=self.labels.ignore_label)
+        else:
+            base = DiceCELoss(batch_dice=batch_dice, dice_weight=self.config.dice_weight,
+                              ce_weight=self.config.ce_weight, ignore_label=self.labels.ignore_label)
         if not getattr(self.network, "deep_supervision", False):
             return base
         num_outputs = self._count_outputs()
         return DeepSupervisionLoss(base, deep_supervision_weights(num_outputs, 1e-6 if self.dist.enabled else 0.0))
 
     def training_transforms(self):
-        return augmentation.training_transforms(self.patch_size, self.config.mirror_axes, self.config.augmentation)
+        return cascade.with_previous_stage(
+            augmentation.training_transforms(self.patch_size, self.config.mirror_axes, self.config.augmentation),
+            self.previous_stage_labels)
 
     def validation_transforms(self):
-        return augmentation.validation_transforms()
+        return cascade.with_previous_stage(augmentation.validation_transforms(), self.previous_stage_labels)
 
     def initialize(self) -> None:
         """Build network, optimiser, grad scaler and loss on the device (wrapped for DDP / compile); idempotent."""
@@ -166,7 +179,8 @@ class BaseTrainer:
         self.network = self.build_network().to(self.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.network = nn.SyncBatchNorm.convert_sync_batchnorm(self.network)
-        self.channels_last = precision.use_channels_last(self.config.channels_last, self.device, self.network)
+        self.channels_last = (not self.is_2d  # channels_last_3d is a 5D format
+                              and precision.use_channels_last(self.config.channels_last, self.device, self.network))
         if self.channels_last:
             self.network = self.network.to(memory_format=torch.channels_last_3d)
         self.optimizer = self.configure_optimizer()
@@ -217,22 +231,38 @@ class BaseTrainer:
 
     # ----------------------------------------------------------------- data
     def split(self) -> "tuple[List[str], List[str]]":
-        """(train, val) case IDs of this fold from splits_final.json (created if missing)."""
+        """(train, val) case IDs of this fold from splits_final.json (created if missing, with ``num_folds`` folds
+        keeping each subject's cases together, ``training/splits.py``). Fold 'all' reads and writes no split: every
+        case trains, and its validation cases (pseudo-Dice only) are the same cases."""
         data_folder = self.data_folder
         cases = list_preprocessed_cases(data_folder, self.raw_dataset)
         if not cases:
             raise FileNotFoundError(f"{data_folder}: no preprocessed cases (run suprem_plan_and_preprocess)")
+        if str(self.fold) == "all":
+            return sorted(cases), sorted(cases)
         presence = class_presence(data_folder, cases)
+        rule = find_subject_rule(self.config.subject_pattern, self.dataset_json,
+                                 self.preprocessed_dataset / "dataset.json", self.raw_dataset)
+
+        def splits() -> List[Dict[str, List[str]]]:
+            return load_or_create_splits(self.preprocessed_dataset, presence, self.raw_dataset,
+                                         num_folds=self.config.num_folds, subject_rule=rule)
+
         if self.dist.is_main:
-            splits = load_or_create_splits(self.preprocessed_dataset, presence, self.raw_dataset)
+            folds = splits()
         ddp.barrier(self.dist)
         if not self.dist.is_main:
-            splits = load_or_create_splits(self.preprocessed_dataset, presence, self.raw_dataset)
-        return fold_cases(splits, self.fold, cases)
+            folds = splits()
+        return fold_cases(folds, self.fold, cases)
+
+    @property
+    def is_2d(self) -> bool:
+        """A 2D configuration: the network sees (b, c, y, x) slices of the (c, z, y, x) cases."""
+        return len(self.patch_size) == 2
 
     @property
     def data_folder(self) -> Path:
-        return self.preprocessed_dataset / self.plans_config["data_identifier"]
+        return self.preprocessed_dataset / self.configuration_plan.data_identifier
 
     def build_streams(self) -> "tuple[BatchStream, BatchStream]":
         """Training and validation batch streams for this rank (seeded by run seed, epoch and rank)."""
@@ -242,9 +272,11 @@ class BaseTrainer:
         crop = augmentation.initial_patch_size(self.patch_size) if self.config.augmentation else self.patch_size
         seed = self.config.seed + 1_000_003 * self.current_epoch + 101 * self.dist.rank
         workers = self.num_workers
-        train_sampler = PatchSampler(PreprocessedCases(self.data_folder, train_cases), crop, bs, forced, seed)
-        val_sampler = PatchSampler(PreprocessedCases(self.data_folder, val_cases), self.patch_size, bs, forced,
-                                   seed + 1)
+        sampler = SliceSampler if self.is_2d else PatchSampler  # 2D: slices of the 3D arrays (training/data/slices.py)
+        previous = cascade.prepare_previous_stage(self) if self.previous_stage_labels else None  # cascade inputs
+        train_sampler = sampler(PreprocessedCases(self.data_folder, train_cases, previous), crop, bs, forced, seed)
+        val_sampler = sampler(PreprocessedCases(self.data_folder, val_cases, previous), self.patch_size, bs, forced,
+                              seed + 1)
         train = BatchStream(train_sampler, self.training_transforms(), workers, seed)
         val = BatchStream(val_sampler, self.validation_transforms(), max(1, workers // 2) if workers else 0, seed + 1)
         self._streams = [train, val]
@@ -297,13 +329,17 @@ class BaseTrainer:
 
     @torch.no_grad()
     def validation_step(self, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-        """Loss and TP/FP/FN per foreground class on one validation batch (highest-resolution output)."""
+        """Loss and TP/FP/FN per foreground class (or per region) on one validation batch (highest-resolution
+        output)."""
         data, target = self._to_device(batch)
         with self._autocast():
             output = self._forward(data)
             loss = self.loss(output, target)
         top = output[0] if isinstance(output, (list, tuple)) else output
-        tp, fp, fn = tp_fp_fn(top.float(), target, self.labels.ignore_label)
+        if self.labels.has_regions:
+            tp, fp, fn = region_tp_fp_fn(top.float(), target, self.labels.regions, self.labels.ignore_label)
+        else:
+            tp, fp, fn = tp_fp_fn(top.float(), target, self.labels.ignore_label)
         return {"loss": loss.detach().cpu().double(), "tp": tp, "fp": fp, "fn": fn}
 
     # ----------------------------------------------------------------- epoch hooks
@@ -545,7 +581,8 @@ class BaseTrainer:
                                                self.dataset_json, val_cases, self.raw_dataset,
                                                self.preprocessed_dataset / "gt_segmentations",
                                                self.fold_dir / "validation", self.config.mirror_axes,
-                                               save_probabilities, progress=self.log.echo, precision=self.precision)
+                                               save_probabilities, progress=self.log.echo, precision=self.precision,
+                                               previous_stage=cascade.final_validation_stage(self))
             seconds = time.monotonic() - start
             mean = (summary.get("foreground_mean") or {}).get("dice")
             self.log.message(f"final validation on {len(val_cases)} cases ({self.precision}, {seconds:.1f}s): "

@@ -1,0 +1,179 @@
+"""ACDC side by side: nnU-Net v2's default trainer and ``suprem_train --budget`` for the same wall time on the same
+training patients, both scored on the same held-out patients.
+
+    python benchmarks/acdc_budget.py prepare --work benchmarks/work/acdc
+    python benchmarks/acdc_budget.py ours    --work benchmarks/work/acdc --budget 10m [-c 2d]
+    python benchmarks/acdc_budget.py nnunet  --work benchmarks/work/acdc --budget 10m --venv /tmp/nnunet_venv
+
+Patients of ../shared/data/Dataset027_ACDC (70, both frames each): every 5th patient in sorted order is held out
+(14 patients, 28 volumes) and never seen by either side; the other 56 patients (112 volumes) train fold ``all``.
+Ours runs the whole pipeline as a user would (our planner and preprocessing, ``suprem_train ... all --budget``,
+``suprem_predict``); nnU-Net runs its planner and preprocessing, then its default trainer with only the iteration
+count cut to the budget (``benchmarks/nnunet_training.py``), and predicts with its own predictor (mirroring on).
+One function (``budget.dice_per_class``) scores both. Results are JSON under --work, named by side and budget.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
+
+from budget import _cpu_name, _load, dice_per_class  # benchmarks/ is sys.path[0] when run as a script
+from nnunet_training import NNUNET_BUDGET_TRAINING
+
+ACDC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Dataset027_ACDC"
+DATASET_ID, DATASET = 27, "Dataset027_ACDC"
+LABELS = [1, 2, 3]
+CLASS_NAMES = {"1": "RV", "2": "MYO", "3": "LV"}
+HELD_OUT_EVERY = 5
+
+
+def patients() -> List[str]:
+    if not (ACDC / "imagesTr").is_dir():
+        raise SystemExit(f"{ACDC}: not found; this benchmark needs ../shared/data/Dataset027_ACDC")
+    return sorted({p.name.split("_")[0] for p in (ACDC / "imagesTr").glob("patient*_0000.nii.gz")})
+
+
+def split_patients() -> Tuple[List[str], List[str]]:
+    """(training cases, held-out cases): both frames of a patient on one side."""
+    train, held = [], []
+    for i, patient in enumerate(patients()):
+        frames = sorted(p.name[: -len("_0000.nii.gz")] for p in (ACDC / "imagesTr").glob(f"{patient}_*_0000.nii.gz"))
+        (held if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1 else train).extend(frames)
+    return train, held
+
+
+def prepare(work: Path) -> None:
+    """Raw training set (56 patients) and held-out images under --work (copies; ../shared is never written)."""
+    from suprem_auto.conversion import make_subset
+
+    train, held = split_patients()
+    raw = work / "raw"
+    if not (raw / DATASET / "dataset.json").is_file():
+        make_subset(ACDC, raw, DATASET_ID, "ACDC", len(train), case_ids=train, overwrite=True)
+    images = work / "heldout_images"
+    images.mkdir(parents=True, exist_ok=True)
+    for case in held:
+        if not (images / f"{case}_0000.nii.gz").is_file():
+            shutil.copy(ACDC / "imagesTr" / f"{case}_0000.nii.gz", images)
+    print(f"{len(train)} training volumes, {len(held)} held-out volumes under {work}")
+
+
+def _score(pred: Path) -> Dict[str, Any]:
+    _, held = split_patients()
+    scores = dice_per_class(pred, ACDC / "labelsTr", held, LABELS)
+    scores["per_class"] = {CLASS_NAMES[k]: round(v, 4) for k, v in scores["per_class"].items()}
+    scores["foreground_mean"] = round(scores["foreground_mean"], 4)
+    return scores
+
+
+def run_ours(work: Path, budget: str, configuration: str, extra: Sequence[str]) -> Dict[str, Any]:
+    """Plan and preprocess (once per configuration), train fold all on the budget, predict the held-out images."""
+    prepare(work)
+    roots = ["--raw", str(work / "raw"), "--preprocessed", str(work / "preprocessed")]
+    results = work / "results" / f"{configuration}_{budget}"
+    shutil.rmtree(results, ignore_errors=True)
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "suprem_auto.cli.plan_and_preprocess", "-d", str(DATASET_ID), "-c",
+                    configuration, "-np", "2", *roots], check=True, stdout=subprocess.DEVNULL)
+    prep_s = time.monotonic() - start
+    load_before = _load()
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "suprem_auto.cli.train", str(DATASET_ID), configuration, "all",
+                    "--budget", budget, "-device", "cpu", *extra, *roots, "--results", str(results)],
+                   check=True, stdout=subprocess.DEVNULL)
+    train_wall = time.monotonic() - start
+    model = next((results / DATASET).glob(f"*__{configuration}"))
+    pred = results / "heldout_pred"
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "suprem_auto.cli.predict", "-i", str(work / "heldout_images"), "-o",
+                    str(pred), "-m", str(model), "-f", "all", "-device", "cpu", "--disable_progress_bar"],
+                   check=True, stdout=subprocess.DEVNULL)
+    predict_s = time.monotonic() - start
+    plan = json.loads((model / "fold_all" / "budget_plan.json").read_text())
+    hyper = json.loads((model / "fold_all" / "hyperparameters.json").read_text())
+    out = {"side": "suprem_auto", "configuration": configuration, "budget": budget, "flags": list(extra),
+           "cpu": _cpu_name(), "plan_and_preprocess_s": round(prep_s, 1), "train_wall_s": round(train_wall, 1),
+           "predict_s": round(predict_s, 1), "iterations": plan.get("iteration"),
+           "sec_per_iteration": round(plan.get("sec_per_iteration") or 0.0, 3),
+           "patch_size": hyper.get("patch_size"), "batch_size": hyper.get("global_batch_size"),
+           "network_width": hyper.get("config", {}).get("network_width"), "precision": hyper.get("precision"),
+           "load_before": load_before, "load_after": _load(), "held_out": _score(pred)}
+    name = f"ours_{configuration}_{budget}{'_' + '_'.join(a.lstrip('-') for a in extra) if extra else ''}.json"
+    (work / name).write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+    return out
+
+
+NNUNET_PREDICT = r'''
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+budget, pre, held_images, out_dir = float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+tr, iters, train_s = train_on_budget(budget, pre, "all")
+pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True, device=torch.device("cpu"),
+                       verbose=False, allow_tqdm=False)
+pred.manual_initialization(tr.network, tr.plans_manager, tr.configuration_manager, None, tr.dataset_json,
+                           tr.__class__.__name__, tr.inference_allowed_mirroring_axes)
+t = time.monotonic()
+pred.predict_from_files_sequential(held_images, out_dir, save_probabilities=False, overwrite=True)
+print(json.dumps({"iterations": iters, "epochs": tr.current_epoch, "train_wall_s": train_s,
+                  "sec_per_iteration": train_s / max(1, iters), "predict_s": time.monotonic() - t,
+                  "patch_size": tr.configuration_manager.patch_size, "batch_size": tr.batch_size}))
+'''
+
+
+def run_nnunet(work: Path, budget: str, venv: Path) -> Dict[str, Any]:
+    """nnU-Net's planning/preprocessing (3d_fullres), its default trainer on fold all cut to the budget, its
+    predictor on the held-out images."""
+    from suprem_auto.training.budget import parse_duration
+
+    prepare(work)
+    nn = work / "nnunet"
+    env = dict(os.environ, nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(nn / "pre"),
+               nnUNet_results=str(nn / "results"), nnUNet_n_proc_DA="1")
+    if not (nn / "pre" / DATASET / "nnUNetPlans.json").is_file():
+        subprocess.run([str(venv / "bin" / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c",
+                        "3d_fullres", "-np", "2"], env=env, check=True, stdout=subprocess.DEVNULL)
+    script = work / "nnunet_budget_train.py"
+    script.write_text(NNUNET_BUDGET_TRAINING + NNUNET_PREDICT)
+    pred = nn / f"pred_{budget}"
+    shutil.rmtree(pred, ignore_errors=True)
+    load_before = _load()
+    with open(nn / f"train_{budget}.log", "w") as log:
+        stdout = subprocess.run([str(venv / "bin" / "python"), str(script), str(parse_duration(budget)),
+                                 str(nn / "pre" / DATASET), str(work / "heldout_images"), str(pred)], env=env,
+                                stdout=subprocess.PIPE, stderr=log, text=True, check=True).stdout
+    stats = json.loads(stdout.strip().splitlines()[-1])
+    out = dict({"side": "nnunet_v2", "configuration": "3d_fullres", "budget": budget, "cpu": _cpu_name(),
+                "load_before": load_before, "load_after": _load()}, **stats, held_out=_score(pred))
+    (work / f"nnunet_{budget}.json").write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["prepare", "ours", "nnunet"])
+    parser.add_argument("--work", type=Path, default=Path("benchmarks/work/acdc"))
+    parser.add_argument("--budget", default="10m")
+    parser.add_argument("-c", "--configuration", default="3d_fullres", help="ours: configuration to train")
+    parser.add_argument("--venv", type=Path, default=Path("/tmp/nnunet_venv"), help="nnU-Net v2 venv")
+    parser.add_argument("--flags", default="", help="ours: extra suprem_train flags, space separated")
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.mode == "prepare":
+        prepare(args.work)
+    elif args.mode == "ours":
+        run_ours(args.work, args.budget, args.configuration, args.flags.split())
+    else:
+        run_nnunet(args.work, args.budget, args.venv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
