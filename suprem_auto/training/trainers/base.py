@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -25,22 +24,21 @@ from tqdm import tqdm
 from suprem_auto.dataset import parse_labels
 from suprem_auto.planning.view import ConfigurationPlan, plans_view
 from suprem_auto.training import augmentation, cascade, checkpointing, ddp, precision, reserve
-from suprem_auto.training.budget import ClockSchedule, RunClock, RunSchedule, schedule_for, schedule_from_json
+from suprem_auto.training.budget import ClockSchedule, RunClock, RunSchedule, schedule_for
 from suprem_auto.training.config import TrainingConfig, mirror_axes_for_patch
-from suprem_auto.training.data.cases import PreprocessedCases, class_presence, list_preprocessed_cases
-from suprem_auto.training.data.sampler import PatchSampler
-from suprem_auto.training.data.slices import SliceSampler
 from suprem_auto.training.data.workers import BatchStream, default_num_workers
 from suprem_auto.training.loss import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights
 from suprem_auto.training.metrics import dice_from_counts, region_tp_fp_fn, tp_fp_fn
 from suprem_auto.training.region_loss import DiceBCELoss
 from suprem_auto.training.optim import apply_learning_rate, build_optimizer
 from suprem_auto.training.progress import RunLog
-from suprem_auto.training.splits import find_subject_rule, fold_cases, load_or_create_splits
+from suprem_auto.training.trainers.checkpoint_hooks import CheckpointHooks
+from suprem_auto.training.trainers.data_hooks import DataHooks
+from suprem_auto.training.trainers.final_validation import FinalValidationHooks
 from suprem_auto.utils.atomic import atomic_write_json
 
 
-class BaseTrainer:
+class BaseTrainer(DataHooks, FinalValidationHooks, CheckpointHooks):
     """Trains one fold of one configuration. Subclasses change :meth:`default_config` or override hooks.
 
     Build it through :func:`suprem_auto.training.run.build_trainer` (folders, plans, overrides, recipe) and run it
@@ -230,63 +228,6 @@ class BaseTrainer:
         return len(out) if isinstance(out, (list, tuple)) else 1
 
     # ----------------------------------------------------------------- data
-    def split(self) -> "tuple[List[str], List[str]]":
-        """(train, val) case IDs of this fold from splits_final.json (created if missing, with ``num_folds`` folds
-        keeping each subject's cases together, ``training/splits.py``). Fold 'all' reads and writes no split: every
-        case trains, and its validation cases (pseudo-Dice only) are the same cases."""
-        data_folder = self.data_folder
-        cases = list_preprocessed_cases(data_folder, self.raw_dataset)
-        if not cases:
-            raise FileNotFoundError(f"{data_folder}: no preprocessed cases (run suprem_plan_and_preprocess)")
-        if str(self.fold) == "all":
-            return sorted(cases), sorted(cases)
-        presence = class_presence(data_folder, cases)
-        rule = find_subject_rule(self.config.subject_pattern, self.dataset_json,
-                                 self.preprocessed_dataset / "dataset.json", self.raw_dataset)
-
-        def splits() -> List[Dict[str, List[str]]]:
-            return load_or_create_splits(self.preprocessed_dataset, presence, self.raw_dataset,
-                                         num_folds=self.config.num_folds, subject_rule=rule)
-
-        if self.dist.is_main:
-            folds = splits()
-        ddp.barrier(self.dist)
-        if not self.dist.is_main:
-            folds = splits()
-        return fold_cases(folds, self.fold, cases)
-
-    @property
-    def is_2d(self) -> bool:
-        """A 2D configuration: the network sees (b, c, y, x) slices of the (c, z, y, x) cases."""
-        return len(self.patch_size) == 2
-
-    @property
-    def data_folder(self) -> Path:
-        return self.preprocessed_dataset / self.configuration_plan.data_identifier
-
-    def build_streams(self) -> "tuple[BatchStream, BatchStream]":
-        """Training and validation batch streams for this rank (seeded by run seed, epoch and rank)."""
-        train_cases, val_cases = self.split()
-        bs = ddp.rank_batch_size(self.global_batch_size, self.dist)
-        forced = ddp.rank_forced_foreground(self.global_batch_size, self.config.oversample_foreground, self.dist)
-        crop = augmentation.initial_patch_size(self.patch_size) if self.config.augmentation else self.patch_size
-        seed = self.config.seed + 1_000_003 * self.current_epoch + 101 * self.dist.rank
-        workers = self.num_workers
-        sampler = SliceSampler if self.is_2d else PatchSampler  # 2D: slices of the 3D arrays (training/data/slices.py)
-        previous = cascade.prepare_previous_stage(self) if self.previous_stage_labels else None  # cascade inputs
-        train_sampler = sampler(PreprocessedCases(self.data_folder, train_cases, previous), crop, bs, forced, seed)
-        val_sampler = sampler(PreprocessedCases(self.data_folder, val_cases, previous), self.patch_size, bs, forced,
-                              seed + 1)
-        train = BatchStream(train_sampler, self.training_transforms(), workers, seed)
-        val = BatchStream(val_sampler, self.validation_transforms(), max(1, workers // 2) if workers else 0, seed + 1)
-        self._streams = [train, val]
-        return train, val
-
-    def close_streams(self) -> None:
-        for s in self._streams:
-            s.close()
-        self._streams = []
-
     def _to_device(self, batch: Dict[str, Any]) -> "tuple[torch.Tensor, torch.Tensor]":
         data = torch.from_numpy(np.ascontiguousarray(batch["data"], dtype=np.float32))
         target = torch.from_numpy(np.ascontiguousarray(batch["seg"]).astype(np.int64))
@@ -423,60 +364,6 @@ class BaseTrainer:
             self.schedule.elapsed_s = self.clock.elapsed_s
             atomic_write_json(self.fold_dir / "budget_plan.json", self.schedule.to_json())
 
-    def final_validation_runs(self) -> bool:
-        """Whether :meth:`perform_final_validation` predicts anything: fold 'all' validates on its own training
-        cases, which says nothing about new cases, so only with ``--val_on_train``."""
-        return str(self.fold) != "all" or bool(self.config.val_on_train)
-
-    def final_validation_workload(self) -> reserve.ValidationWorkload:
-        """What the final validation will predict: the fold's validation cases (preprocessed shapes, original
-        voxels) at the patch it predicts with (``effective_plans``: this run's patch, ``--patch_size`` included),
-        the predictor's tile batch and the test-time mirroring."""
-        from suprem_auto.inference.predictor import default_tile_batch_size
-        from suprem_auto.inference.sliding_window import mirror_combinations
-        from suprem_auto.utils.atomic import load_json
-
-        _, val_cases = self.split()
-        shapes, voxels = [], []
-        for case in val_cases:
-            shape = list(np.load(self.data_folder / f"{case}.npy", mmap_mode="r").shape[1:])
-            props = self.data_folder / f"{case}.json"
-            shapes.append(shape)
-            voxels.append(reserve.original_voxels(load_json(props) if props.is_file() else None, shape))
-        patch = list(self.patch_size)  # the patch of effective_plans(), which the predictor uses
-        mirrors = len(mirror_combinations(self.config.mirror_axes)) if self.config.mirror_axes else 1
-        return reserve.validation_workload(shapes, voxels, patch, default_tile_batch_size(patch, self.device),
-                                           mirrors)
-
-    def estimate_final_validation(self) -> None:
-        """Clock schedules (rank 0): (re-)estimate the final validation from its workload and a network call timed
-        now on this machine at the validation's patch, tile batch and precision (median of the latest timings)."""
-        schedule = self.schedule
-        if not isinstance(schedule, ClockSchedule) or not self.dist.is_main:
-            return
-        workload = self._validation_workload
-        if workload is None or workload.num_cases == 0:
-            schedule.set_final_validation(None, 0.0)
-            return
-        with self._without_deep_supervision():
-            schedule.record_call(reserve.time_network_call(self.network, self.num_input_channels, workload.patch_size,
-                                                           workload.tile_batch_size, self.device, self.precision,
-                                                           warm_up=not schedule.call_times))
-        schedule.set_final_validation(dict(workload.to_json(), call_s=schedule.call_s),
-                                      workload.estimate_s(schedule.call_s))
-
-    @contextmanager
-    def _without_deep_supervision(self) -> Iterator[None]:
-        """The network gives its full-resolution output only (as for inference) inside the block."""
-        had_ds = getattr(self.network, "deep_supervision", False)
-        if had_ds:
-            self.network.deep_supervision = False
-        try:
-            yield
-        finally:
-            if had_ds:
-                self.network.deep_supervision = True
-
     def on_train_end(self) -> None:
         schedule = self.ensure_schedule()
         if schedule.budgeted:
@@ -559,115 +446,3 @@ class BaseTrainer:
             return [float(a) for a in answers]
         values = torch.tensor([float(a) if self.dist.is_main else 0.0 for a in answers], dtype=torch.float64)
         return [float(v) for v in ddp.all_reduce_sum(values.to(self.device), self.dist).cpu()]
-
-    # ----------------------------------------------------------------- final validation
-    def perform_final_validation(self, save_probabilities: bool = False) -> Optional[Dict[str, Any]]:
-        """Sliding-window prediction of this fold's validation cases into ``validation/`` and evaluation against
-        ``gt_segmentations`` (rank 0 only); returns the summary."""
-        from suprem_auto.training.validation import run_final_validation
-
-        if self.network is None:
-            self.initialize()
-        if not self.final_validation_runs():
-            self.log.message("fold all: final validation skipped (its cases are the training cases; "
-                             "--val_on_train runs it anyway)")
-            return None
-        summary = None
-        if self.dist.is_main:
-            _, val_cases = self.split()
-            start = time.monotonic()
-            with self._without_deep_supervision():
-                summary = run_final_validation(self.network, self.effective_plans(), self.configuration,
-                                               self.dataset_json, val_cases, self.raw_dataset,
-                                               self.preprocessed_dataset / "gt_segmentations",
-                                               self.fold_dir / "validation", self.config.mirror_axes,
-                                               save_probabilities, progress=self.log.echo, precision=self.precision,
-                                               previous_stage=cascade.final_validation_stage(self))
-            seconds = time.monotonic() - start
-            mean = (summary.get("foreground_mean") or {}).get("dice")
-            self.log.message(f"final validation on {len(val_cases)} cases ({self.precision}, {seconds:.1f}s): "
-                             f"mean foreground Dice {mean}")
-            if isinstance(self.schedule, ClockSchedule):
-                self.schedule.final_validation_measured_s = seconds
-                self.log.message(f"budget: run ended at {self.clock.elapsed_s:.0f}s of {self.schedule.budget_s:.0f}s "
-                                 f"(final validation {seconds:.1f}s, {self.schedule.final_validation_s:.1f}s reserved)")
-                self.write_schedule()
-        else:
-            self.split()
-        ddp.barrier(self.dist)
-        return summary
-
-    # ----------------------------------------------------------------- checkpoints
-    def hyperparameters(self) -> Dict[str, Any]:
-        """Exact values of this run (written to hyperparameters.json)."""
-        return {"trainer_name": self.trainer_name, "trainer_class": type(self).__name__,
-                "configuration": self.configuration, "plans_name": self.plans.get("plans_name"),
-                "fold": str(self.fold), "pretrained": self.pretrained, "patch_size": self.patch_size,
-                "global_batch_size": self.global_batch_size,
-                "world_size": self.dist.world_size, "device": str(self.device), "architecture": self.architecture,
-                "num_input_channels": self.num_input_channels, "num_outputs": self.num_outputs,
-                "torch_version": torch.__version__, "precision": self.precision,
-                "channels_last": self.channels_last, "recipe": self.recipe,
-                "compute_threads": self.compute_threads, "num_workers": self.num_workers,
-                "budget_plan": self.schedule.to_json() if self.schedule is not None and self.schedule.budgeted
-                else None,
-                "config": self.config.to_json()}
-
-    def checkpoint_content(self) -> Dict[str, Any]:
-        weights = {k: v.contiguous() for k, v in self.network.state_dict().items()}  # plain layout on disk
-        return {"network_weights": weights,
-                "optimizer_state": self.optimizer.state_dict(),
-                "scheduler_state": {"name": self.config.lr_schedule, "epoch": self.current_epoch},
-                "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
-                "epoch": self.current_epoch, "trainer_name": self.trainer_name,
-                "configuration": self.configuration, "plans_name": self.plans.get("plans_name"),
-                "architecture": self.architecture, "num_input_channels": self.num_input_channels,
-                "num_outputs": self.num_outputs,
-                "inference_allowed_mirroring_axes": list(self.config.mirror_axes or []),
-                "config": self.config.to_json(),
-                "logging": {"history": self.log.history, "ema": self.ema, "best_ema": self.best_ema},
-                "rng_state": checkpointing.capture_rng_state(),
-                "budget_plan": self._plan_for_checkpoint(), "run_id": getattr(self, "run_id", None)}
-
-    def _plan_for_checkpoint(self) -> Optional[Dict[str, Any]]:
-        if self.schedule is None:
-            return None
-        self.schedule.elapsed_s = self.clock.elapsed_s
-        return self.schedule.to_json()
-
-    def save(self, name: str) -> None:
-        if self.dist.is_main:
-            checkpointing.save_checkpoint(self.fold_dir / name, self.checkpoint_content())
-
-    def resume(self, path: Path) -> None:
-        """Restore everything needed to continue exactly where ``path`` was written."""
-        if self.network is None:
-            self.initialize()
-        ckpt = checkpointing.load_checkpoint(path, map_location=str(self.device))
-        self.network.load_state_dict(ckpt["network_weights"])
-        self.optimizer.load_state_dict(ckpt["optimizer_state"])
-        if self.grad_scaler is not None and ckpt.get("grad_scaler_state"):
-            self.grad_scaler.load_state_dict(ckpt["grad_scaler_state"])
-        self.current_epoch = int(ckpt["epoch"])
-        logging = ckpt.get("logging", {})
-        self.ema, self.best_ema = logging.get("ema"), logging.get("best_ema")
-        self.log.restore(logging.get("history", []))
-        stored = ckpt.get("budget_plan")
-        if stored and stored.get("kind") != "epochs":  # epochs are rebuilt from the config (--c --epochs N)
-            schedule = schedule_from_json(stored)
-            self.schedule = schedule
-            self.clock.continue_from(schedule.elapsed_s)
-            self.config = self.config.replace(
-                budget_s=getattr(schedule, "budget_s", None) if schedule.time_based else None,
-                iterations=getattr(schedule, "planned_iterations", None) if not schedule.time_based else None,
-                lr=schedule.lr, lr_schedule=schedule.schedule)
-            self.log.message(f"resumed budget {schedule.describe()} ({schedule.elapsed_s:.0f}s used)")
-        if "rng_state" in ckpt:
-            checkpointing.restore_rng_state(ckpt["rng_state"])
-        self.log.message(f"resumed from {path.name} at epoch {self.current_epoch}")
-
-    def load_weights(self, path: Path) -> None:
-        """Load only network weights (for --val or inference) from one of our checkpoints."""
-        if self.network is None:
-            self.initialize()
-        self.network.load_state_dict(checkpointing.load_checkpoint(path, str(self.device))["network_weights"])
