@@ -18,6 +18,20 @@ def deep_supervision_weights(num_outputs: int, lowest: float = 0.0) -> List[floa
     return [w / total for w in weights]
 
 
+def soft_dice(probs: torch.Tensor, onehot: torch.Tensor, mask: Optional[torch.Tensor], batch_dice: bool,
+              smooth: float) -> torch.Tensor:
+    """Soft Dice per (sample,) channel of probabilities against one-hot targets (b, c, ...); ``mask`` (b, 1, ...)
+    keeps only its voxels; ``batch_dice`` pools the statistics over the batch (one value per channel)."""
+    if mask is not None:
+        probs = probs * mask
+        onehot = onehot * mask
+    spatial = tuple(range(2, probs.ndim))
+    axes = (0,) + spatial if batch_dice else spatial
+    intersect = (probs * onehot).sum(axes)
+    denom = probs.sum(axes) + onehot.sum(axes)
+    return (2 * intersect + smooth) / (denom + smooth).clamp_min(1e-8)
+
+
 class DiceCELoss(nn.Module):
     """Soft Dice (foreground classes, smooth 1e-5) + cross-entropy on softmax logits.
 
@@ -48,16 +62,8 @@ class DiceCELoss(nn.Module):
             ce = (ce * valid).sum() / valid.sum().clamp_min(1)
         probs = torch.softmax(logits.float(), dim=1)
         onehot = F.one_hot(target, num_classes=logits.shape[1]).movedim(-1, 1).to(probs.dtype)
-        if valid is not None:
-            mask = valid[:, None].to(probs.dtype)
-            probs = probs * mask
-            onehot = onehot * mask
-        spatial = tuple(range(2, logits.ndim))
-        axes = (0,) + spatial if self.batch_dice else spatial
-        intersect = (probs * onehot).sum(axes)
-        denom = probs.sum(axes) + onehot.sum(axes)
-        dice = (2 * intersect + self.smooth) / (denom + self.smooth).clamp_min(1e-8)
-        dice = dice[..., 1:]  # no background
+        mask = valid[:, None].to(probs.dtype) if valid is not None else None
+        dice = soft_dice(probs, onehot, mask, self.batch_dice, self.smooth)[..., 1:]  # no background
         return self.ce_weight * ce - self.dice_weight * dice.mean()
 
 

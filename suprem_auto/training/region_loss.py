@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from suprem_auto.training.loss import soft_dice
 from suprem_auto.training.regions import Regions, region_targets
 
 
@@ -37,17 +38,10 @@ class DiceBCELoss(nn.Module):
         logits = logits.float()
         onehot = regions.to(logits.dtype)
         bce = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none")
-        probs = torch.sigmoid(logits)
-        if valid is None:
+        mask = valid.to(logits.dtype) if valid is not None else None
+        if mask is None:
             bce = bce.mean()
         else:
-            mask = valid.to(logits.dtype)
             bce = (bce * mask).sum() / (mask.sum() * logits.shape[1]).clamp_min(1)
-            probs = probs * mask
-            onehot = onehot * mask
-        spatial = tuple(range(2, logits.ndim))
-        axes = (0,) + spatial if self.batch_dice else spatial
-        intersect = (probs * onehot).sum(axes)
-        denom = probs.sum(axes) + onehot.sum(axes)
-        dice = (2 * intersect + self.smooth) / (denom + self.smooth).clamp_min(1e-8)
+        dice = soft_dice(torch.sigmoid(logits), onehot, mask, self.batch_dice, self.smooth)
         return self.bce_weight * bce - self.dice_weight * dice.mean()
