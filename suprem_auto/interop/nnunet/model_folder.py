@@ -73,7 +73,9 @@ def nnunet_predictor(model_folder: PathLike, folds: Optional[Sequence[Union[int,
     except PlansError as exc:
         raise ModelFolderError(str(exc)) from None
     labels = parse_labels(dataset_json, folder / "dataset.json")
-    arch = plans["configurations"][configuration]["architecture"]
+    from suprem_auto.planning import plans_view
+
+    arch = plans_view(plans, folder / "plans.json").configuration(configuration).architecture.to_json()
     network = build_network(arch, len(dataset_json["channel_names"]), labels.num_segmentation_heads,
                             deep_supervision=False)
     fold_names = [str(f) for f in folds] if folds else _discover_folds(folder, checkpoint_name)
