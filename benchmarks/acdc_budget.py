@@ -143,6 +143,7 @@ def run_nnunet(work: Path, budget: str, venv: Path) -> Dict[str, Any]:
     script.write_text(NNUNET_BUDGET_TRAINING + NNUNET_PREDICT)
     pred = nn / f"pred_{budget}"
     shutil.rmtree(pred, ignore_errors=True)
+    pred.mkdir(parents=True)  # nnU-Net's predictor writes its arguments there before anything else
     load_before = _load()
     with open(nn / f"train_{budget}.log", "w") as log:
         stdout = subprocess.run([str(venv / "bin" / "python"), str(script), str(parse_duration(budget)),
