@@ -224,9 +224,7 @@ def resampling_check(venv: Path, acdc: Path, work: Path,
     subprocess.run([str(_venv_bin(venv) / "python"), "-c", NNUNET_RESAMPLE, str(folder)], check=True)
     decision = json.loads((folder / "nnunet_decision.json").read_text())
     axis = separate_z_axis(old, CHECK_SPACING, decision["anisotropy_threshold"], None)
-    start = time.perf_counter()
     data = resample_data(images, new_shape, 3, axis, 0)
-    ours_data_s = time.perf_counter() - start
     ours_seg = resample_segmentation(seg[0], new_shape, axis, 1, 0)
     theirs_data = np.load(folder / "nnunet_data.npy")
     theirs_seg = np.load(folder / "nnunet_seg.npy")[0]
