@@ -306,16 +306,19 @@ def test_own_checkpoint_initialises_a_task_with_other_classes(roots, tmp_path):
     assert set(report["reinitialised"]) == set(heads)
 
 
-def test_finetune_trainer_uses_suprem_recipe_and_its_backbone(roots):
+def test_finetune_trainer_uses_the_default_policy_and_its_backbone(roots):
+    from suprem_auto.training.finetune_policy import get_policy
+
+    policy = get_policy(None).changes  # the measured default fine-tuning policy
     trainer = "SegResNetTrainer_NoMirroring"
     assert train_main(["4", "3", "-tr", trainer, "--epochs", "2", "--warmup_epochs", "1", "--no_final_validation",
                        *FAST, *_root_flags(roots)]) == 0
     fold = _fold_dir(roots, trainer, "3")
     hp = json.loads((fold / "hyperparameters.json").read_text())
-    assert hp["config"]["optimizer"] == "adamw" and hp["config"]["weight_decay"] == 1e-5
+    assert hp["config"]["optimizer"] == policy["optimizer"] and hp["config"]["weight_decay"] == policy["weight_decay"]
     assert hp["architecture"]["name"] == "segresnet"
-    # linear warm-up (epoch 0: lr/2) then cosine from the peak (epoch 1 of 1 cosine epoch: the peak)
-    assert [m["lr"] for m in read_metrics(fold)] == pytest.approx([1e-4 / 2, 1e-4])
+    # linear warm-up (epoch 0: lr/2) then the decay from the peak (epoch 1 of 1 decay epoch: the peak)
+    assert [m["lr"] for m in read_metrics(fold)] == pytest.approx([policy["lr"] / 2, policy["lr"]])
     plans = json.loads((fold.parent / "plans.json").read_text())
     assert plans["configurations"]["3d_fullres"]["architecture"]["name"] == "segresnet"  # inference rebuilds it
 

@@ -144,6 +144,11 @@ class RunSchedule:
         """Seconds of training left (None when unknown)."""
         return None
 
+    def run_progress(self, epoch: int, elapsed_s: float) -> float:
+        """Share of the run done, in [0, 1] (epochs, iterations or training time): what a policy that acts on a
+        share of the run (e.g. an encoder frozen for the first 20 %) reads."""
+        raise NotImplementedError
+
     def begin(self, elapsed_s: float) -> None:
         """The loop starts (or restarts after a resume)."""
 
@@ -197,6 +202,9 @@ class EpochSchedule(RunSchedule):
     def run_done(self, epoch: int, elapsed_s: float) -> bool:
         return epoch >= self.num_epochs
 
+    def run_progress(self, epoch: int, elapsed_s: float) -> float:
+        return min(1.0, epoch / max(1, self.num_epochs))
+
     def epoch_done(self, epoch_iterations: int, epoch_elapsed_s: float, elapsed_s: float) -> bool:
         return epoch_iterations >= self.iters_per_epoch
 
@@ -225,6 +233,9 @@ class IterationSchedule(RunSchedule):
 
     def run_done(self, epoch: int, elapsed_s: float) -> bool:
         return self.iteration >= self.planned_iterations
+
+    def run_progress(self, epoch: int, elapsed_s: float) -> float:
+        return min(1.0, self.iteration / max(1, self.planned_iterations))
 
     def epoch_done(self, epoch_iterations: int, epoch_elapsed_s: float, elapsed_s: float) -> bool:
         return epoch_iterations >= self.iters_per_epoch or self.run_done(0, elapsed_s)
@@ -292,6 +303,9 @@ class ClockSchedule(RunSchedule):
     def progress_at(self, elapsed_s: float) -> float:
         share = (elapsed_s - (self.train_start_s or 0.0)) / self.training_s
         return min(1.0, max(self.progress, share))
+
+    def run_progress(self, epoch: int, elapsed_s: float) -> float:
+        return self.progress_at(elapsed_s)
 
     def learning_rate(self, epoch: int, elapsed_s: float) -> float:
         self.progress = self.progress_at(elapsed_s)
@@ -375,9 +389,12 @@ def schedule_for(config: Any) -> RunSchedule:
                              budget_s=float(config.budget_s),
                              warmup_fraction=config.warmup_fraction if schedule != "poly" else 0.0,
                              max_val_iters=config.val_iters_per_epoch)
+    warmup_epochs = config.warmup_epochs
+    if schedule != "poly" and not warmup_epochs:  # the warm-up as a share of the run, as budgets give it
+        warmup_epochs = int(round(config.warmup_fraction * config.num_epochs))
     return EpochSchedule(lr=config.lr, schedule=schedule, poly_exponent=config.poly_exponent,
                          num_epochs=config.num_epochs, iters_per_epoch=config.iters_per_epoch,
-                         val_iters_per_epoch=config.val_iters_per_epoch, warmup_epochs=config.warmup_epochs)
+                         val_iters_per_epoch=config.val_iters_per_epoch, warmup_epochs=warmup_epochs)
 
 
 __all__ = ["ClockSchedule", "EpochSchedule", "IterationSchedule", "RunClock", "RunSchedule",

@@ -23,11 +23,14 @@ class TrainingConfig:
     lr: float = 1e-2
     momentum: float = 0.99
     weight_decay: float = 3e-5
-    lr_schedule: str = "poly"               # "poly" or "warmup_cosine"
+    lr_schedule: str = "poly"               # "poly", "warmup_cosine" or "warmup_poly"
     poly_exponent: float = 0.9
     warmup_epochs: int = 0
     lr_multipliers: Dict[str, float] = field(default_factory=lambda: {"encoder": 1.0, "decoder": 1.0, "head": 1.0})
     freeze_encoder_epochs: int = 0
+    freeze_encoder_fraction: float = 0.0    # encoder at lr 0 for this share of the run (epochs, iterations or time)
+    encoder_layer_decay: float = 1.0        # encoder stage k of n (0 = input side) gets lr x decay ** (n - k)
+    finetune_policy: Optional[str] = None   # -pretrained: the policy laid over the recipe (training/finetune_policy)
     oversample_foreground: float = 0.33
     grad_clip: float = 12.0
     deep_supervision: bool = True
@@ -94,7 +97,16 @@ CLI_OVERRIDES = {
     "seed": ("seed", int, "random seed of sampling, augmentation and initialisation"),
     "iterations": ("iterations", int, "train exactly N iterations, schedule and epochs laid over them like a budget"),
     "optimizer": ("optimizer", str, "sgd (Nesterov) or adamw"),
-    "lr_schedule": ("lr_schedule", str, "poly or warmup_cosine"),
+    "lr_schedule": ("lr_schedule", str, "poly, warmup_cosine or warmup_poly"),
+    "freeze_encoder_fraction": ("freeze_encoder_fraction", float,
+                                "keep the encoder frozen (lr 0) for this share of the run (0-1)"),
+    "encoder_layer_decay": ("encoder_layer_decay", float,
+                            "layer-wise lr decay over the encoder: stage k of n (0 = input side) gets "
+                            "lr x DECAY ** (n - k); 1 = off"),
+    "finetune_policy": ("finetune_policy", str,
+                        "with -pretrained: the fine-tuning policy laid over the recipe (names in "
+                        "suprem_auto/training/recipes/finetune_policies.json; 'trainer' keeps the trainer's own); "
+                        "default: the measured default policy"),
     "precision": ("precision", str, "auto (CUDA: fp16 AMP; CPU: bf16 where the CPU has native bf16, else fp32), "
                                     "bf16 or fp32"),
     "channels_last": ("channels_last", str, "channels_last_3d memory format: auto (on for CPU), on, off"),

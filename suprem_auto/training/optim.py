@@ -25,15 +25,43 @@ def build_optimizer(network: nn.Module, config: TrainingConfig) -> torch.optim.O
         raise ValueError(f"lr_multipliers: unknown group(s) {sorted(unknown)}; known: {', '.join(GROUP_NAMES)}")
     groups = []
     for name, params in named_parameter_groups(network).items():
-        if params:
-            groups.append({"params": params, "group_name": name,
-                           "lr_multiplier": float(config.lr_multipliers.get(name, 1.0)), "lr": config.lr})
+        multiplier = float(config.lr_multipliers.get(name, 1.0))
+        if name == "encoder" and params and config.encoder_layer_decay != 1.0:
+            stages = encoder_stages(network, params)
+            for depth, stage_params in enumerate(stages):  # input side first
+                factor = config.encoder_layer_decay ** (len(stages) - depth)
+                groups.append({"params": stage_params, "group_name": name, "encoder_stage": depth,
+                               "lr_multiplier": multiplier * factor, "lr": config.lr})
+        elif params:
+            groups.append({"params": params, "group_name": name, "lr_multiplier": multiplier, "lr": config.lr})
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True,
                                weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     raise ValueError(f"unknown optimizer '{config.optimizer}' (known: sgd, adamw)")
+
+
+def stage_key(param_name: str) -> str:
+    """The encoder stage a parameter belongs to, from its name: the path up to its first component holding a digit
+    (``encoder.stages.3.convs.0.conv.weight`` -> ``encoder.stages.3``, ``down_tr128.ops.0...`` -> ``down_tr128``,
+    ``down_layers.2.1...`` -> ``down_layers.2``), else its first component (``convInit``)."""
+    parts = param_name.split(".")
+    for i, part in enumerate(parts):
+        if any(ch.isdigit() for ch in part):
+            return ".".join(parts[: i + 1])
+    return parts[0]
+
+
+def encoder_stages(network: nn.Module, encoder_params: List[nn.Parameter]) -> List[List[nn.Parameter]]:
+    """The encoder's parameters by stage, in the order the network registers them (input side first for every
+    shipped backbone; Swin UNETR's transformer stages come before its convolutional encoder blocks)."""
+    wanted = {id(p) for p in encoder_params}
+    stages: Dict[str, List[nn.Parameter]] = {}
+    for name, param in network.named_parameters():
+        if id(param) in wanted:
+            stages.setdefault(stage_key(name), []).append(param)
+    return list(stages.values())
 
 
 def apply_learning_rate(optimizer: torch.optim.Optimizer, base_lr: float, frozen: Iterable[str] = ()) -> None:

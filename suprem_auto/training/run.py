@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
 from suprem_auto.paths import Roots
 from suprem_auto.planning import DEFAULT_PLANS_NAME, load_plans, plans_view
@@ -17,6 +17,9 @@ from suprem_auto.utils.atomic import load_json, remove_stale_temp_files
 from suprem_auto.utils.device import resolve_device
 
 DEFAULT_PLANS = DEFAULT_PLANS_NAME
+
+if TYPE_CHECKING:
+    from suprem_auto.training.finetune_policy import FineTunePolicy
 
 
 def load_plans_file(path: Path) -> Dict[str, Any]:
@@ -136,7 +139,11 @@ def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int,
     architecture = view.configuration(configuration).architecture.to_json() \
         if configuration in view.configurations else None
     recipe_changes = budget_recipe(cls, overrides, recipe, torch_device.type, architecture, pretrained)
-    config = cls.default_config().replace(**recipe_changes).replace(**name_changes).replace(**overrides)
+    policy = finetune_policy_for(pretrained, overrides.get("finetune_policy"))
+    policy_changes = dict(policy.changes) if policy is not None else {}
+    overrides["finetune_policy"] = policy.name if policy is not None else None
+    config = (cls.default_config().replace(**recipe_changes).replace(**policy_changes).replace(**name_changes)
+              .replace(**overrides))
     dataset_json = load_json(pre_dataset / "dataset.json")
     fold_str = str(fold)
     if fold_str != "all" and not fold_str.isdigit():
@@ -158,7 +165,25 @@ def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int,
     trainer.recipe = ({"name": "short_budget", "changes": recipe_changes,
                        "overridden_by_flags": sorted(set(recipe_changes) & set(overrides))}
                       if recipe_changes else None)
+    if stored is not None:
+        policy_changes = (stored.get("finetune_policy") or {}).get("changes", {})
+    trainer.finetune_policy = ({"name": config.finetune_policy, "changes": policy_changes,
+                                "overridden_by_flags": sorted(set(policy_changes) & set(overrides))}
+                               if config.finetune_policy else None)
     return trainer
+
+
+def finetune_policy_for(pretrained: Optional[str], requested: Optional[str]) -> "Optional[FineTunePolicy]":
+    """The fine-tuning policy of a run: the requested one (``--finetune_policy``), else the default, for a run that
+    starts from pre-trained weights; none for a run from scratch (a requested policy is then ignored, so one set of
+    flags can drive both arms of a comparison). ``trainer`` keeps the trainer's own recipe."""
+    from suprem_auto.training.finetune_policy import get_policy
+
+    if pretrained is None:
+        if requested is not None:
+            get_policy(requested)  # an unknown name is still an error
+        return None
+    return get_policy(requested)
 
 
 def train_fold(trainer: BaseTrainer, pretrained: Optional[str] = None, weights_dir: Optional[Path] = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-SCHEDULES = ("poly", "warmup_cosine")
+SCHEDULES = ("poly", "warmup_cosine", "warmup_poly")
 
 
 def poly_lr(base_lr: float, epoch: int, num_epochs: int, exponent: float = 0.9) -> float:
@@ -21,13 +21,23 @@ def warmup_cosine_lr(base_lr: float, epoch: int, num_epochs: int, warmup_epochs:
     return base_lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def warmup_poly_lr(base_lr: float, epoch: int, num_epochs: int, warmup_epochs: int, exponent: float = 0.9) -> float:
+    """Linear warm-up as :func:`warmup_cosine_lr`, then nnU-Net's polynomial decay over the remaining epochs (the
+    shape of nnU-Net's pre-trained-weights trainer: 50 warm-up epochs of 1000, then poly)."""
+    if epoch < warmup_epochs:
+        return base_lr * (epoch + 1) / (warmup_epochs + 1)
+    return poly_lr(base_lr, epoch - warmup_epochs, max(1, num_epochs - warmup_epochs), exponent)
+
+
 def lr_for_epoch(schedule: str, base_lr: float, epoch: int, num_epochs: int, poly_exponent: float = 0.9,
                  warmup_epochs: int = 0) -> float:
-    """Dispatch on the schedule name ("poly" or "warmup_cosine")."""
+    """Dispatch on the schedule name ("poly", "warmup_cosine" or "warmup_poly")."""
     if schedule == "poly":
         return poly_lr(base_lr, epoch, num_epochs, poly_exponent)
     if schedule == "warmup_cosine":
         return warmup_cosine_lr(base_lr, epoch, num_epochs, warmup_epochs)
+    if schedule == "warmup_poly":
+        return warmup_poly_lr(base_lr, epoch, num_epochs, warmup_epochs, poly_exponent)
     raise ValueError(f"unknown lr schedule '{schedule}' (known: {', '.join(SCHEDULES)})")
 
 
@@ -37,15 +47,18 @@ def lr_at_progress(schedule: str, base_lr: float, progress: float, warmup_fracti
 
     ``warmup_cosine``: linear warm-up over ``warmup_fraction`` from ``base_lr * first_step / (warmup_fraction +
     first_step)`` (``first_step``: the progress one step makes; with iterations ``1 / N`` this is the per-iteration
-    ``base_lr * (i + 1) / (W + 1)``), then a cosine that reaches 0 at progress 1. ``poly``: ``(1 - progress) **
-    poly_exponent`` (no warm-up).
+    ``base_lr * (i + 1) / (W + 1)``), then a cosine that reaches 0 at progress 1. ``warmup_poly``: the same warm-up,
+    then ``(1 - rest) ** poly_exponent`` over the rest of the run. ``poly``: ``(1 - progress) ** poly_exponent``
+    (no warm-up).
     """
     p = min(1.0, max(0.0, float(progress)))
     if schedule == "poly":
         return base_lr * (1.0 - p) ** poly_exponent
-    if schedule != "warmup_cosine":
+    if schedule not in ("warmup_cosine", "warmup_poly"):
         raise ValueError(f"unknown lr schedule '{schedule}' (known: {', '.join(SCHEDULES)})")
     if p < warmup_fraction:
         return base_lr * (p + first_step) / (warmup_fraction + first_step)
-    span = max(1e-12, 1.0 - warmup_fraction)
-    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (p - warmup_fraction) / span)))
+    rest = min(1.0, (p - warmup_fraction) / max(1e-12, 1.0 - warmup_fraction))
+    if schedule == "warmup_poly":
+        return base_lr * (1.0 - rest) ** poly_exponent
+    return base_lr * 0.5 * (1 + math.cos(math.pi * rest))

@@ -109,6 +109,7 @@ class BaseTrainer(DataHooks, FinalValidationHooks, CheckpointHooks):
         self._streams: List[BatchStream] = []
         self.pretrained: Optional[str] = None  # name or path of the initial weights (recorded only)
         self.recipe: Optional[Dict[str, Any]] = None  # short-budget recipe changes applied (recorded only)
+        self.finetune_policy: Optional[Dict[str, Any]] = None  # fine-tuning policy applied (recorded only)
         self.precision = "fp32"                          # set by initialize(): fp32, bf16 or fp16
         self.channels_last = False
         self.clock = RunClock()  # a budget's clock starts when the trainer is built
@@ -295,7 +296,14 @@ class BaseTrainer(DataHooks, FinalValidationHooks, CheckpointHooks):
         return self.schedule
 
     def frozen_groups(self, epoch: int) -> List[str]:
-        return ["encoder"] if epoch < self.config.freeze_encoder_epochs else []
+        """Parameter groups at lr 0 now: the encoder for its first ``freeze_encoder_epochs`` epochs or the first
+        ``freeze_encoder_fraction`` of the run (a share of the epochs, iterations or training time)."""
+        if epoch < self.config.freeze_encoder_epochs:
+            return ["encoder"]
+        if self.config.freeze_encoder_fraction > 0 and \
+                self.ensure_schedule().run_progress(epoch, self.clock.elapsed_s) < self.config.freeze_encoder_fraction:
+            return ["encoder"]
+        return []
 
     def on_train_start(self) -> None:
         self.fold_dir.mkdir(parents=True, exist_ok=True)

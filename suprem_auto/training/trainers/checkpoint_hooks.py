@@ -24,6 +24,7 @@ class CheckpointHooks:
                 "num_input_channels": self.num_input_channels, "num_outputs": self.num_outputs,
                 "torch_version": torch.__version__, "precision": self.precision,
                 "channels_last": self.channels_last, "recipe": self.recipe,
+                "finetune_policy": self.finetune_policy,
                 "compute_threads": self.compute_threads, "num_workers": self.num_workers,
                 "budget_plan": self.schedule.to_json() if self.schedule is not None and self.schedule.budgeted
                 else None,

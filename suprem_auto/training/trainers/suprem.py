@@ -7,6 +7,7 @@ from typing import Dict, Optional, Type
 
 from suprem_auto.networks.registry import Backbone, get_backbone
 from suprem_auto.training.config import TrainingConfig
+from suprem_auto.training.finetune_policy import get_policy
 from suprem_auto.training.trainers.base import BaseTrainer
 from suprem_auto.training.trainers.pretrained_init import load_into
 
@@ -30,17 +31,19 @@ class SupremTrainer(BaseTrainer):
 
 
 class FineTuneTrainer(SupremTrainer):
-    """SuPreM's fine-tuning recipe: AdamW lr 1e-4, weight decay 1e-5, linear warm-up then cosine decay.
+    """A backbone's fine-tuning trainer: the default fine-tuning policy (``training/finetune_policy.py``, chosen by
+    measurement; SuPreM's own AdamW 1e-4 recipe is the policy ``suprem``) without deep supervision.
 
-    ``freeze_encoder_epochs`` keeps the encoder at lr 0 for the first epochs; ``lr_multipliers`` scale each group.
+    ``--finetune_policy`` picks another policy; ``freeze_encoder_fraction`` / ``freeze_encoder_epochs`` keep the
+    encoder at lr 0 for a share of the run, ``encoder_layer_decay`` and ``lr_multipliers`` scale the groups' rates.
     """
 
-    description = "SuPreM fine-tuning recipe (AdamW 1e-4, wd 1e-5, warm-up + cosine)"
+    description = "default fine-tuning policy, no deep supervision"
 
     @classmethod
     def default_config(cls) -> TrainingConfig:
-        return TrainingConfig(optimizer="adamw", lr=1e-4, weight_decay=1e-5, lr_schedule="warmup_cosine",
-                              warmup_epochs=20, deep_supervision=False)
+        policy = get_policy(None)
+        return TrainingConfig(deep_supervision=False).replace(**(policy.changes if policy is not None else {}))
 
 
 _FINETUNE_TRAINERS: Dict[Backbone, Type[FineTuneTrainer]] = {}
