@@ -343,3 +343,14 @@ def test_suprem_release_picks_its_trainer_loads_backbone_and_warns(roots, tmp_pa
                                                                            "conv_final.2.conv.bias"}
     log = (trainer.fold_dir / "training_log.txt").read_text()
     assert "WARNING (preprocessing differs" in log and "backbone tensors loaded 81/81" in log
+
+
+def test_omp_num_threads_in_the_environment_caps_the_compute_threads(roots, monkeypatch):
+    """Several jobs side by side set OMP_NUM_THREADS; more torch threads than that oversubscribe the cores."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    trainer = build_trainer(4, "3d_fullres", 0, roots, device="cpu", echo=False)
+    assert trainer.compute_threads == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert trainer.compute_threads == 3
+    flagged = build_trainer(4, "3d_fullres", 0, roots, device="cpu", echo=False, overrides={"num_threads": 2})
+    assert flagged.compute_threads == 2  # the flag wins

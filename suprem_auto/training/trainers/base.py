@@ -12,6 +12,7 @@ Life cycle (driven by ``training/run.py``): ``initialize()`` (network, optimiser
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -192,11 +193,16 @@ class BaseTrainer(DataHooks, FinalValidationHooks, CheckpointHooks):
 
     @property
     def compute_threads(self) -> int:
-        """Torch threads on CPU: the configured number, else the cores minus the workers plus one. Augmentation
-        workers fill their queue and then wait, so one core is shared (on 2 cores: 2 threads + 1 worker trained
-        1.2x faster than 1 + 1, benchmarks/RESULTS.md)."""
+        """Torch threads on CPU: the configured number (``--num_threads``), else ``OMP_NUM_THREADS`` when the
+        environment sets it (a scheduler or a user running several jobs side by side: more threads than cores
+        make OpenMP threads spin against each other, measured 5-10x slower), else the cores minus the workers plus
+        one. Augmentation workers fill their queue and then wait, so one core is shared (on 2 cores: 2 threads + 1
+        worker trained 1.2x faster than 1 + 1, benchmarks/RESULTS.md)."""
         if self.config.num_threads:
             return self.config.num_threads
+        from_env = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if from_env.isdigit() and int(from_env) > 0:
+            return int(from_env)
         return max(1, default_num_workers(cap=256) - self.num_workers + 1)
 
     @property
