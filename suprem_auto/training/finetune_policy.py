@@ -7,6 +7,7 @@ policies differ only where they say they do.
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,9 @@ class FineTunePolicy:
     changes: Dict[str, Any]
 
 
+@functools.lru_cache(maxsize=1)
 def _policy_table() -> Dict[str, Any]:
+    """The policy file, read once per process (callers copy what they change)."""
     return json.loads(POLICY_FILE.read_text())
 
 

@@ -162,15 +162,17 @@ def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int,
                                      torch_device, trainer_name,
                                      raw_dataset=_find_raw(roots.raw, pre_dataset.name), dist_ctx=ctx, echo=echo)
     trainer.pretrained = pretrained
-    trainer.recipe = ({"name": "short_budget", "changes": recipe_changes,
-                       "overridden_by_flags": sorted(set(recipe_changes) & set(overrides))}
-                      if recipe_changes else None)
+    trainer.recipe = _applied("short_budget", recipe_changes, overrides) if recipe_changes else None
     if stored is not None:
         policy_changes = (stored.get("finetune_policy") or {}).get("changes", {})
-    trainer.finetune_policy = ({"name": config.finetune_policy, "changes": policy_changes,
-                                "overridden_by_flags": sorted(set(policy_changes) & set(overrides))}
+    trainer.finetune_policy = (_applied(config.finetune_policy, policy_changes, overrides)
                                if config.finetune_policy else None)
     return trainer
+
+
+def _applied(name: str, changes: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
+    """What a run records of a recipe or policy laid under its flags: name, changes, the fields flags overrode."""
+    return {"name": name, "changes": changes, "overridden_by_flags": sorted(set(changes) & set(overrides))}
 
 
 def finetune_policy_for(pretrained: Optional[str], requested: Optional[str]) -> "Optional[FineTunePolicy]":
