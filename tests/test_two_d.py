@@ -50,8 +50,8 @@ def planned(tmp_path_factory) -> Roots:
 
 @pytest.fixture(scope="module")
 def trained(planned) -> Path:
-    """Fold 0 of 2d trained for 150 iterations (short-budget recipe, quarter width): the model folder."""
-    assert train_main(["4", "2d", "0", "--iterations", "150", "--network_width", "0.25", "--batch_size", "8",
+    """Fold 0 of 2d trained for 300 iterations (short-budget recipe, quarter width): the model folder."""
+    assert train_main(["4", "2d", "0", "--iterations", "300", "--network_width", "0.25", "--batch_size", "8",
                        *FAST, *_flags(planned)]) == 0
     return planned.results / DATASET / MODEL
 
