@@ -107,3 +107,35 @@ def test_warmup_poly_rises_to_the_peak_then_decays_to_zero():
     lrs = [lr_at_progress("warmup_poly", 1e-3, i / 100, 0.05, first_step=0.01) for i in range(101)]
     assert lrs[:5] == sorted(lrs[:5]) and lrs[5] == pytest.approx(1e-3)
     assert lrs[5:] == sorted(lrs[5:], reverse=True) and lrs[-1] == 0.0
+
+
+def _preprocessing_warnings(fold: Path) -> list:
+    return [line for line in (fold / "training_log.txt").read_text().splitlines()
+            if "preprocessing differs from the checkpoint's" in line]
+
+
+def test_own_checkpoint_records_its_preprocessing_and_fine_tuning_elsewhere_says_what_to_expect(
+        roots, source_checkpoint, tmp_path):
+    """A checkpoint knows what it was trained on; fine-tuning on the same preprocessing warns of nothing, on a
+    coarser spacing it names both spacings and the scale, then trains."""
+    stored = torch.load(source_checkpoint, weights_only=True)["preprocessing"]
+    assert stored["dataset_name"] == DATASET and stored["configuration"] == "3d_fullres"
+    assert stored["spacing"] == [1.0, 1.0, 1.0] and stored["normalization"] == ["zscore"]
+    assert stored["channel_names"] == ["MRI"] and stored["foreground_labels"] == ["Anterior", "Posterior"]
+
+    assert train_main(["4", "3d_fullres", "all", "--iterations", "2", "-pretrained", str(source_checkpoint), *FAST,
+                       *_flags(roots, tmp_path / "same")]) == 0
+    assert _preprocessing_warnings(_fold(tmp_path / "same")) == []
+
+    coarse = make_training_roots(tmp_path / "coarse", 3, dict(tiny_plans(patch_size=(16, 24, 16), features=(4, 8, 16)),
+                                                              configurations={"3d_fullres": {
+                                                                  **tiny_plans(patch_size=(16, 24, 16),
+                                                                               features=(4, 8, 16))
+                                                                  ["configurations"]["3d_fullres"],
+                                                                  "spacing": [1.5, 1.5, 1.5]}}))
+    assert train_main(["4", "3d_fullres", "all", "--iterations", "2", "-pretrained", str(source_checkpoint), *FAST,
+                       *_flags(coarse, tmp_path / "coarse_results")]) == 0
+    warnings = _preprocessing_warnings(_fold(tmp_path / "coarse_results"))
+    assert len(warnings) == 1, warnings
+    assert "[1.5, 1.5, 1.5] mm" in warnings[0] and "[1.0, 1.0, 1.0] mm" in warnings[0]
+    assert "0.67-0.67x" in warnings[0] and "PRETRAINING.md" in warnings[0]

@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from suprem_auto.pretrained.source_preprocessing import describe_preprocessing
 from suprem_auto.training import checkpointing
 from suprem_auto.training.budget import schedule_from_json
 
@@ -44,7 +45,9 @@ class CheckpointHooks:
                 "config": self.config.to_json(),
                 "logging": {"history": self.log.history, "ema": self.ema, "best_ema": self.best_ema},
                 "rng_state": checkpointing.capture_rng_state(),
-                "budget_plan": self._plan_for_checkpoint(), "run_id": getattr(self, "run_id", None)}
+                "budget_plan": self._plan_for_checkpoint(), "run_id": getattr(self, "run_id", None),
+                "preprocessing": describe_preprocessing(self.effective_plans(), self.configuration,
+                                                        self.dataset_json)}
 
     def _plan_for_checkpoint(self) -> Optional[Dict[str, Any]]:
         if self.schedule is None:

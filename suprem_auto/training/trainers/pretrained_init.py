@@ -32,15 +32,36 @@ def backbone_of_checkpoint(name_or_path: str, weights_dir: Optional[Path] = None
 
 
 def load_into(network: nn.Module, backbone: str, name_or_path: str, plans: Dict[str, Any], configuration: str,
-              report_path: Path, weights_dir: Optional[Path] = None) -> Tuple[str, List[str]]:
-    """Load the checkpoint into ``network``; returns (report summary, preprocessing warnings)."""
+              report_path: Path, weights_dir: Optional[Path] = None,
+              dataset_json: Optional[Dict[str, Any]] = None) -> Tuple[str, List[str]]:
+    """Load the checkpoint into ``network``; returns (report summary, preprocessing warnings: a zoo entry's
+    documented pre-training, or what one of our own checkpoints records, against this run's plans)."""
     from suprem_auto.pretrained import load_pretrained
 
     path, entry = resolve_checkpoint(name_or_path, weights_dir)
     report = load_pretrained(network, backbone, path, report_path=report_path)
-    warnings: List[str] = []
     if entry is not None:
         from suprem_auto.pretrained import preprocessing_differences
 
-        warnings = list(preprocessing_differences(entry, plans, configuration))
-    return report.summary(), warnings
+        return report.summary(), list(preprocessing_differences(entry, plans, configuration))
+    return report.summary(), own_checkpoint_differences(path, plans, configuration, dataset_json or {})
+
+
+def own_checkpoint_differences(path: Path, plans: Dict[str, Any], configuration: str,
+                               dataset_json: Dict[str, Any]) -> List[str]:
+    """How this run's preprocessing differs from what one of our own checkpoints was pre-trained on (spacing,
+    normalisation, input channels), each with what to expect; empty for other files or when it is not known."""
+    from suprem_auto.pretrained.source_preprocessing import (describe_preprocessing, preprocessing_differences,
+                                                             source_preprocessing)
+    from suprem_auto.training.checkpointing import load_checkpoint
+
+    try:
+        checkpoint = load_checkpoint(path)
+    except (ValueError, OSError):
+        return []
+    if not isinstance(checkpoint, dict) or "architecture" not in checkpoint:
+        return []  # not one of ours (a SuPreM release file): nothing recorded about its pre-training
+    source = source_preprocessing(path, checkpoint)
+    if source is None:
+        return []
+    return preprocessing_differences(source, describe_preprocessing(plans, configuration, dataset_json))

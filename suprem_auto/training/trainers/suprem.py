@@ -23,7 +23,8 @@ class SupremTrainer(BaseTrainer):
         if self.network is None:
             self.initialize()
         summary, warnings = load_into(self.network, self.architecture["name"], name_or_path, self.effective_plans(),
-                                      self.configuration, self.fold_dir / "load_report.json", weights_dir)
+                                      self.configuration, self.fold_dir / "load_report.json", weights_dir,
+                                      self.dataset_json)
         for line in summary.splitlines():
             self.log.message(line)
         for warning in warnings:
