@@ -138,4 +138,4 @@ def test_own_checkpoint_records_its_preprocessing_and_fine_tuning_elsewhere_says
     warnings = _preprocessing_warnings(_fold(tmp_path / "coarse_results"))
     assert len(warnings) == 1, warnings
     assert "[1.5, 1.5, 1.5] mm" in warnings[0] and "[1.0, 1.0, 1.0] mm" in warnings[0]
-    assert "0.67-0.67x" in warnings[0] and "PRETRAINING.md" in warnings[0]
+    assert "appear 0.67x the size" in warnings[0] and "PRETRAINING.md" in warnings[0]

@@ -53,9 +53,10 @@ def _scale_note(source: List[float], target: List[float]) -> Optional[str]:
         return None
     if all(abs(t - s) <= SPACING_TOLERANCE * s for s, t in zip(source, target)):
         return None
-    ratios = [s / t for s, t in zip(source, target)]
+    ratios = [f"{r:.2g}" for r in sorted(s / t for s, t in zip(source, target))]
+    scale = ratios[0] if ratios[0] == ratios[-1] else f"{ratios[0]}-{ratios[-1]}"
     return (f"spacing: this plan resamples to {target} mm, the checkpoint was pre-trained at {source} mm, so "
-            f"structures appear {min(ratios):.2g}-{max(ratios):.2g}x the size its filters learnt them at; expect "
+            f"structures appear {scale}x the size its filters learnt them at; expect "
             f"a smaller gain than from pre-training at this spacing ({GUIDE})")
 
 
