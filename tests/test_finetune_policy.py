@@ -127,12 +127,9 @@ def test_own_checkpoint_records_its_preprocessing_and_fine_tuning_elsewhere_says
                        *_flags(roots, tmp_path / "same")]) == 0
     assert _preprocessing_warnings(_fold(tmp_path / "same")) == []
 
-    coarse = make_training_roots(tmp_path / "coarse", 3, dict(tiny_plans(patch_size=(16, 24, 16), features=(4, 8, 16)),
-                                                              configurations={"3d_fullres": {
-                                                                  **tiny_plans(patch_size=(16, 24, 16),
-                                                                               features=(4, 8, 16))
-                                                                  ["configurations"]["3d_fullres"],
-                                                                  "spacing": [1.5, 1.5, 1.5]}}))
+    plans = tiny_plans(patch_size=(16, 24, 16), features=(4, 8, 16))
+    plans["configurations"]["3d_fullres"]["spacing"] = [1.5, 1.5, 1.5]
+    coarse = make_training_roots(tmp_path / "coarse", 3, plans)
     assert train_main(["4", "3d_fullres", "all", "--iterations", "2", "-pretrained", str(source_checkpoint), *FAST,
                        *_flags(coarse, tmp_path / "coarse_results")]) == 0
     warnings = _preprocessing_warnings(_fold(tmp_path / "coarse_results"))

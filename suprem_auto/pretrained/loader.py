@@ -192,6 +192,10 @@ def load_pretrained(network: nn.Module, backbone: str, checkpoint_path: PathLike
                         key_form=canon.key_form, num_classes_in_file=n_classes,
                         label_map=label_map_name_for(n_classes) if canon.layout == "suprem_universal"
                         or canon.layout == "suprem_segresnet" else None)
+    if isinstance(obj, dict) and isinstance(stored, dict):  # one of ours: read what it was trained on
+        from suprem_auto.pretrained.source_preprocessing import source_preprocessing
+
+        report.source_preprocessing = source_preprocessing(path, obj)
     new_state = _match(network, universal, arch, canon, allow_head, path, report)
     merged = {**network.state_dict(), **new_state}
     network.load_state_dict(merged, strict=True)

@@ -28,6 +28,7 @@ class LoadReport:
     adapted: dict[str, str] = field(default_factory=dict)
     ignored: dict[str, str] = field(default_factory=dict)
     groups: dict[str, dict[str, int]] = field(default_factory=dict)
+    source_preprocessing: dict | None = None  # what one of our checkpoints records of its pre-training data
 
     def count(self, group: str, what: str) -> None:
         self.groups.setdefault(group, {"loaded": 0, "reinitialised": 0, "adapted": 0, "ignored": 0})[what] += 1

@@ -60,7 +60,7 @@ def _scale_note(source: List[float], target: List[float]) -> Optional[str]:
             f"a smaller gain than from pre-training at this spacing ({GUIDE})")
 
 
-def preprocessing_differences(source: Mapping[str, Any], target: Mapping[str, Any]) -> List[str]:
+def differences_from_source(source: Mapping[str, Any], target: Mapping[str, Any]) -> List[str]:
     """One line per way the fine-tuning preprocessing ``target`` differs from the pre-training ``source`` (both as
     :func:`describe_preprocessing` gives them), saying what a user should expect; empty when they match."""
     lines: List[str] = []

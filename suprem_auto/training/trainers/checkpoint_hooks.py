@@ -2,6 +2,7 @@
 weights are loaded for ``--val``; files are written atomically and read with ``weights_only=True``."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -46,8 +47,13 @@ class CheckpointHooks:
                 "logging": {"history": self.log.history, "ema": self.ema, "best_ema": self.best_ema},
                 "rng_state": checkpointing.capture_rng_state(),
                 "budget_plan": self._plan_for_checkpoint(), "run_id": getattr(self, "run_id", None),
-                "preprocessing": describe_preprocessing(self.effective_plans(), self.configuration,
-                                                        self.dataset_json)}
+                "preprocessing": self.preprocessing_summary}
+
+    @functools.cached_property
+    def preprocessing_summary(self) -> Dict[str, Any]:
+        """What this run trains on (dataset, spacing, normalisation, channels, labels), stored in every checkpoint
+        so a later fine-tuning run can say how its data differs; fixed for the run, so worked out once."""
+        return describe_preprocessing(self.effective_plans(), self.configuration, self.dataset_json)
 
     def _plan_for_checkpoint(self) -> Optional[Dict[str, Any]]:
         if self.schedule is None:

@@ -44,24 +44,9 @@ def load_into(network: nn.Module, backbone: str, name_or_path: str, plans: Dict[
         from suprem_auto.pretrained import preprocessing_differences
 
         return report.summary(), list(preprocessing_differences(entry, plans, configuration))
-    return report.summary(), own_checkpoint_differences(path, plans, configuration, dataset_json or {})
+    if report.source_preprocessing is None:  # a release file or an older checkpoint without its plans
+        return report.summary(), []
+    from suprem_auto.pretrained.source_preprocessing import describe_preprocessing, differences_from_source
 
-
-def own_checkpoint_differences(path: Path, plans: Dict[str, Any], configuration: str,
-                               dataset_json: Dict[str, Any]) -> List[str]:
-    """How this run's preprocessing differs from what one of our own checkpoints was pre-trained on (spacing,
-    normalisation, input channels), each with what to expect; empty for other files or when it is not known."""
-    from suprem_auto.pretrained.source_preprocessing import (describe_preprocessing, preprocessing_differences,
-                                                             source_preprocessing)
-    from suprem_auto.training.checkpointing import load_checkpoint
-
-    try:
-        checkpoint = load_checkpoint(path)
-    except (ValueError, OSError):
-        return []
-    if not isinstance(checkpoint, dict) or "architecture" not in checkpoint:
-        return []  # not one of ours (a SuPreM release file): nothing recorded about its pre-training
-    source = source_preprocessing(path, checkpoint)
-    if source is None:
-        return []
-    return preprocessing_differences(source, describe_preprocessing(plans, configuration, dataset_json))
+    target = describe_preprocessing(plans, configuration, dataset_json or {})
+    return report.summary(), differences_from_source(report.source_preprocessing, target)
