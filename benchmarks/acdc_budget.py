@@ -113,12 +113,12 @@ def run_ours(work: Path, budget: str, configuration: str, extra: Sequence[str]) 
 
 NNUNET_PREDICT = r'''
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-budget, pre, held_images, out_dir = float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-tr, iters, train_s = train_on_budget(budget, pre, "all")
+budget, pre, held_images, out_dir, configuration = float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+tr, iters, train_s = train_on_budget(budget, pre, "all", configuration)
 pred = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True, device=torch.device("cpu"),
                        verbose=False, allow_tqdm=False)
-pred.manual_initialization(tr.network, tr.plans_manager, tr.configuration_manager, None, tr.dataset_json,
-                           tr.__class__.__name__, tr.inference_allowed_mirroring_axes)
+pred.manual_initialization(tr.network, tr.plans_manager, tr.configuration_manager, [tr.network.state_dict()],
+                           tr.dataset_json, tr.__class__.__name__, tr.inference_allowed_mirroring_axes)
 t = time.monotonic()
 pred.predict_from_files_sequential(held_images, out_dir, save_probabilities=False, overwrite=True)
 print(json.dumps({"iterations": iters, "epochs": tr.current_epoch, "train_wall_s": train_s,
@@ -127,8 +127,8 @@ print(json.dumps({"iterations": iters, "epochs": tr.current_epoch, "train_wall_s
 '''
 
 
-def run_nnunet(work: Path, budget: str, venv: Path) -> Dict[str, Any]:
-    """nnU-Net's planning/preprocessing (3d_fullres), its default trainer on fold all cut to the budget, its
+def run_nnunet(work: Path, budget: str, venv: Path, configuration: str = "3d_fullres") -> Dict[str, Any]:
+    """nnU-Net's planning/preprocessing of the configuration, its default trainer on fold all cut to the budget, its
     predictor on the held-out images."""
     from suprem_auto.training.budget import parse_duration
 
@@ -136,23 +136,27 @@ def run_nnunet(work: Path, budget: str, venv: Path) -> Dict[str, Any]:
     nn = work / "nnunet"
     env = dict(os.environ, nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(nn / "pre"),
                nnUNet_results=str(nn / "results"), nnUNet_n_proc_DA="1")
-    if not (nn / "pre" / DATASET / "nnUNetPlans.json").is_file():
+    plans = nn / "pre" / DATASET / "nnUNetPlans.json"
+    data_identifier = f"nnUNetPlans_{configuration}"
+    if not plans.is_file() or not (nn / "pre" / DATASET / data_identifier).is_dir():
         subprocess.run([str(venv / "bin" / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c",
-                        "3d_fullres", "-np", "2"], env=env, check=True, stdout=subprocess.DEVNULL)
+                        configuration, "-np", "2"], env=env, check=True, stdout=subprocess.DEVNULL)
     script = work / "nnunet_budget_train.py"
     script.write_text(NNUNET_BUDGET_TRAINING + NNUNET_PREDICT)
-    pred = nn / f"pred_{budget}"
+    tag = budget if configuration == "3d_fullres" else f"{configuration}_{budget}"
+    pred = nn / f"pred_{tag}"
     shutil.rmtree(pred, ignore_errors=True)
     pred.mkdir(parents=True)  # nnU-Net's predictor writes its arguments there before anything else
     load_before = _load()
-    with open(nn / f"train_{budget}.log", "w") as log:
+    with open(nn / f"train_{tag}.log", "w") as log:
         stdout = subprocess.run([str(venv / "bin" / "python"), str(script), str(parse_duration(budget)),
-                                 str(nn / "pre" / DATASET), str(work / "heldout_images"), str(pred)], env=env,
+                                 str(nn / "pre" / DATASET), str(work / "heldout_images"), str(pred),
+                                 configuration], env=env,
                                 stdout=subprocess.PIPE, stderr=log, text=True, check=True).stdout
     stats = json.loads(stdout.strip().splitlines()[-1])
-    out = dict({"side": "nnunet_v2", "configuration": "3d_fullres", "budget": budget, "cpu": _cpu_name(),
+    out = dict({"side": "nnunet_v2", "configuration": configuration, "budget": budget, "cpu": _cpu_name(),
                 "load_before": load_before, "load_after": _load()}, **stats, held_out=_score(pred))
-    (work / f"nnunet_{budget}.json").write_text(json.dumps(out, indent=2))
+    (work / f"nnunet_{tag}.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
     return out
 
@@ -162,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("mode", choices=["prepare", "ours", "nnunet"])
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work/acdc"))
     parser.add_argument("--budget", default="10m")
-    parser.add_argument("-c", "--configuration", default="3d_fullres", help="ours: configuration to train")
+    parser.add_argument("-c", "--configuration", default="3d_fullres", help="configuration to train (both sides)")
     parser.add_argument("--venv", type=Path, default=Path("/tmp/nnunet_venv"), help="nnU-Net v2 venv")
     parser.add_argument("--flags", default="", help="ours: extra suprem_train flags, space separated")
     args = parser.parse_args(argv)
@@ -172,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.mode == "ours":
         run_ours(args.work, args.budget, args.configuration, args.flags.split())
     else:
-        run_nnunet(args.work, args.budget, args.venv)
+        run_nnunet(args.work, args.budget, args.venv, args.configuration)
     return 0
 
 

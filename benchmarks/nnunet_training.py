@@ -1,7 +1,7 @@
 """nnU-Net v2's default trainer cut to a wall-time budget, as source text for a script that runs in nnU-Net's own
 venv (benchmarks/budget.py and benchmarks/nnunet_predict.py append what they do with the trained trainer).
 
-``train_on_budget(budget_s, preprocessed_folder, fold)``: nnUNetTrainer with all its settings, epochs of 5
+``train_on_budget(budget_s, preprocessed_folder, fold, configuration="3d_fullres")``: nnUNetTrainer with all its settings, epochs of 5
 iterations (1 validation iteration, nnU-Net's 250:50 ratio), the number of epochs and the poly schedule's length
 re-fitted to the time left after every epoch; returns ``(trainer, iterations, training seconds)``.
 """
@@ -13,11 +13,11 @@ from batchgenerators.utilities.file_and_folder_operations import load_json, join
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 
-def train_on_budget(budget, pre, fold):
+def train_on_budget(budget, pre, fold, configuration="3d_fullres"):
     t0 = time.monotonic()
     plans = load_json(join(pre, "nnUNetPlans.json"))
     plans["continue_training"] = False  # nnU-Net 2.8.1 reads (and pops) this from the plans dict
-    tr = nnUNetTrainer(plans, "3d_fullres", fold, load_json(join(pre, "dataset.json")), torch.device("cpu"))
+    tr = nnUNetTrainer(plans, configuration, fold, load_json(join(pre, "dataset.json")), torch.device("cpu"))
     tr.num_iterations_per_epoch, tr.num_val_iterations_per_epoch = 5, 1
     tr.initialize()
     tr.on_train_start()

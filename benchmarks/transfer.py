@@ -856,7 +856,7 @@ def curves_table(args: argparse.Namespace, missing: List[str]) -> str:
             else:
                 cells += ["-", "-", "-"]
             lines.append("| " + " | ".join(cells) + " |")
-    targets = [f"{t:.2f}" for t in args.dice_targets]
+    targets = [f"{t:g}" for t in args.dice_targets]
     lines += ["", "Time to mean test Dice (smallest budget reaching it; train seconds averaged over seeds):", "",
               "| train subjects | arm | " + " | ".join(f"Dice >= {t}" for t in targets) + " |",
               "|---|---|" + "---|" * len(targets)]

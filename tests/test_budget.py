@@ -253,19 +253,26 @@ def test_network_width_scales_the_free_widths_only():
 
 
 def test_short_budget_recipe_picks_width_from_its_table(monkeypatch, tmp_path):
+    """The fallback table gives the width where nothing is timed; on CPU the recipe also gives the candidates the
+    trainer times (trainers/width_hooks.py); never for a fixed iteration count, a checkpoint or a SuPreM backbone."""
     from suprem_auto.training import budget as budget_module
     from suprem_auto.training.run import budget_recipe
 
     recipe = json.loads(budget_module.RECIPE_FILE.read_text())
-    recipe["network_width"]["cpu"] = [{"max_budget_s": 600, "factor": 0.25}, {"max_budget_s": None, "factor": 0.5}]
+    recipe["network_width"]["fallback"]["cpu"] = [{"max_budget_s": 600, "factor": 0.25},
+                                                  {"max_budget_s": None, "factor": 0.5}]
     path = tmp_path / "short_budget.json"
     path.write_text(json.dumps(recipe))
     monkeypatch.setattr(budget_module, "RECIPE_FILE", path)
     plain = {"name": "plain_unet", "kwargs": {}}
     assert budget_recipe(SupremTrainer, {"budget_s": 600}, "auto", "cpu", plain)["network_width"] == 0.25
     assert budget_recipe(SupremTrainer, {"budget_s": 601}, "auto", "cpu", plain)["network_width"] == 0.5
+    assert budget_recipe(SupremTrainer, {"budget_s": 600}, "auto", "cpu", plain)["width_candidates"] == \
+        recipe["network_width"]["candidates"]
     assert "network_width" not in budget_recipe(SupremTrainer, {"budget_s": 600}, "auto", "cuda", plain)
+    assert "width_candidates" not in budget_recipe(SupremTrainer, {"budget_s": 600}, "auto", "cuda", plain)
     assert "network_width" not in budget_recipe(SupremTrainer, {"iterations": 100}, "auto", "cpu", plain)
+    assert "width_candidates" not in budget_recipe(SupremTrainer, {"iterations": 100}, "auto", "cpu", plain)
     assert "network_width" not in budget_recipe(SupremTrainer, {"budget_s": 600}, "auto", "cpu", plain,
                                                 pretrained="weights.pth"), "a checkpoint fixes the widths"
     assert "network_width" not in budget_recipe(SupremTrainer, {"budget_s": 600}, "auto", "cpu",

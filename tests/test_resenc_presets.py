@@ -190,9 +190,10 @@ def test_budget_run_narrows_resenc_on_cpu(planned):
     assert time.monotonic() - start <= budget + START_UP_MARGIN_S
     fold = _fold(planned, "results_budget")
     hp = json.loads((fold / "hyperparameters.json").read_text())
-    assert hp["recipe"]["name"] == "short_budget" and hp["config"]["network_width"] == 0.25  # CPU, <= 1 h
+    width = json.loads((fold / "width_choice.json").read_text())["width"]  # 20 s: the recipe's fallback, 0.25
+    assert hp["recipe"]["name"] == "short_budget" and hp["config"]["network_width"] == width
     ckpt = torch.load(fold / "checkpoint_final.pth", weights_only=True)
     assert ckpt["architecture"]["name"] == "resenc_unet"
-    assert ckpt["architecture"]["kwargs"]["features_per_stage"] == [8, 16, 32, 64]
+    assert ckpt["architecture"]["kwargs"]["features_per_stage"] == [int(f * width) for f in (32, 64, 128, 256)]
     assert ckpt["budget_plan"]["kind"] == "clock"
     assert json.loads((fold / "budget_plan.json").read_text())["iteration"] >= 1

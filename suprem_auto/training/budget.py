@@ -67,17 +67,22 @@ def short_budget_recipe(budget_s: Optional[float] = None, device_type: str = "cp
     experiments in benchmarks/RESULTS.md, section "Training on a budget").
 
     With a wall-time budget and a network whose width may change (no pre-trained checkpoint, plain U-Net or
-    SegResNet), the recipe also picks ``network_width`` for the device and budget from the file's table.
+    SegResNet), the recipe also gives ``network_width`` from the file's fallback table for the device and budget and,
+    on the devices where widths are timed (``measure_on``), the ``width_candidates`` the trainer times and chooses
+    from (``trainers/width_hooks.py``).
     """
     recipe = json.loads(RECIPE_FILE.read_text())
     changes = dict(recipe["changes"])
     if budget_s is not None and width_adjustable:
-        table = recipe["network_width"].get(device_type, recipe["network_width"]["cuda"])
+        widths = recipe["network_width"]
+        table = widths["fallback"].get(device_type, widths["fallback"]["cuda"])
         for entry in table:
             if entry["max_budget_s"] is None or budget_s <= entry["max_budget_s"]:
                 if entry["factor"] != 1.0:
                     changes["network_width"] = entry["factor"]
                 break
+        if device_type in widths.get("measure_on", []) and widths.get("candidates"):
+            changes["width_candidates"] = [float(w) for w in widths["candidates"]]
     return changes
 
 

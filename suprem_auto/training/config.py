@@ -42,6 +42,7 @@ class TrainingConfig:
     num_workers: Optional[int] = None       # None: a quarter of the cores on CPU, one per core (<= 12) on GPU
     num_threads: Optional[int] = None       # torch threads on CPU; None: cores - workers + 1 (BaseTrainer)
     network_width: float = 1.0              # multiplies the backbone's width argument (networks.scale_width)
+    width_candidates: Optional[List[float]] = None  # --budget: widths to time on this machine (training/width_choice)
     seed: int = 12345
     amp: bool = True                        # only takes effect on CUDA
     compile: bool = False

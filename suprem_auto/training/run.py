@@ -144,6 +144,8 @@ def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int,
     overrides["finetune_policy"] = policy.name if policy is not None else None
     config = (cls.default_config().replace(**recipe_changes).replace(**policy_changes).replace(**name_changes)
               .replace(**overrides))
+    if "network_width" in overrides:  # a width given on the command line is not re-chosen
+        config = config.replace(width_candidates=None)
     dataset_json = load_json(pre_dataset / "dataset.json")
     fold_str = str(fold)
     if fold_str != "all" and not fold_str.isdigit():
@@ -207,8 +209,11 @@ def train_fold(trainer: BaseTrainer, pretrained: Optional[str] = None, weights_d
         if lock is not None:
             lock.acquire()
             remove_stale_temp_files(trainer.fold_dir, recursive=True)
+        if not validation_only and not continue_training:
+            trainer.choose_network_width()  # --budget: time the candidate widths (before the plans are recorded)
         if not validation_only and trainer.dist.is_main:
             _prepare_run(trainer, continue_training)
+            trainer.record_width_choice()
         trainer.initialize()
         ddp.barrier(trainer.dist)
         if validation_only:

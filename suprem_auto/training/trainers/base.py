@@ -36,10 +36,11 @@ from suprem_auto.training.progress import RunLog
 from suprem_auto.training.trainers.checkpoint_hooks import CheckpointHooks
 from suprem_auto.training.trainers.data_hooks import DataHooks
 from suprem_auto.training.trainers.final_validation import FinalValidationHooks
+from suprem_auto.training.trainers.width_hooks import WidthHooks
 from suprem_auto.utils.atomic import atomic_write_json
 
 
-class BaseTrainer(DataHooks, FinalValidationHooks, CheckpointHooks):
+class BaseTrainer(DataHooks, FinalValidationHooks, CheckpointHooks, WidthHooks):
     """Trains one fold of one configuration. Subclasses change :meth:`default_config` or override hooks.
 
     Build it through :func:`suprem_auto.training.run.build_trainer` (folders, plans, overrides, recipe) and run it

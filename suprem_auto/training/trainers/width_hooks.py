@@ -1,0 +1,129 @@
+"""The network width of a budgeted run, chosen on this machine, as hooks of :class:`BaseTrainer` (a mixin).
+
+With ``--budget`` and a network whose width may change, the short-budget recipe gives ``width_candidates``; before
+the run's folder is prepared the trainer times a real training step (forward, loss, backward, optimiser; the run's
+patch, batch, precision and threads) of each candidate, narrowest first, and :func:`choose_width` picks the one
+whose measured learning curve predicts the best Dice for the iterations the budget buys. The probe counts against
+the budget (the clock runs) and is capped at :data:`PROBE_SHARE` of it; folds of one model folder share one network
+(prediction builds one), so a fold whose siblings have trained takes their width.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from suprem_auto.training.width_choice import WidthChoice, choose_width, load_curves, probe_order
+from suprem_auto.utils.atomic import atomic_write_json, load_json
+
+#: at most this share of the budget goes to timing candidate widths
+PROBE_SHARE = 0.03
+#: shorter budgets time nothing and keep the recipe's fallback width: the first step of a new network (kernel
+#: set-up) alone can take seconds on a busy CPU (11.7 s measured on 2 shared cores), which a short run cannot spare
+MIN_PROBE_BUDGET_S = 120.0
+#: timed steps per candidate (after one untimed warm-up step); their median is the step time
+PROBE_STEPS = 2
+#: a wider candidate is assumed to cost at least this many times the previous one's step, until timed
+WIDER_STEP_FACTOR = 2.5
+WIDTH_CHOICE_FILE = "width_choice.json"
+
+
+class WidthHooks:
+    """``choose_network_width`` (before the run folder is prepared) and ``record_width_choice`` (after)."""
+
+    width_choice: Optional[WidthChoice] = None
+
+    def choose_network_width(self) -> Optional[WidthChoice]:
+        """Time the candidate widths and set ``config.network_width`` to the chosen one (None: nothing to choose:
+        no candidates, no budget, or a distributed run, which keeps the recipe's fallback width)."""
+        candidates = self.config.width_candidates
+        if not candidates or self.config.budget_s is None or self.dist.enabled:
+            return None
+        sibling = self._sibling_width()
+        if sibling is not None:
+            choice = WidthChoice(width=sibling, reason="the width the model folder's other folds trained with "
+                                                       "(prediction builds one network for all folds)")
+        elif float(self.config.budget_s) < MIN_PROBE_BUDGET_S:
+            choice = WidthChoice(width=self.config.network_width,
+                                 reason=f"budget under {MIN_PROBE_BUDGET_S:.0f}s: nothing timed, the recipe's "
+                                        f"fallback width")
+        else:
+            choice = self._timed_choice(probe_order(candidates))
+        self.config = self.config.replace(network_width=choice.width, width_candidates=None)
+        self.width_choice = choice
+        return choice
+
+    def _timed_choice(self, candidates: "list[float]") -> WidthChoice:
+        deadline = time.monotonic() + PROBE_SHARE * float(self.config.budget_s)
+        step_s, skipped = {}, {}
+        expected = None
+        for width in candidates:
+            left = deadline - time.monotonic()
+            if step_s and (expected * (PROBE_STEPS + 1) > left):
+                skipped[f"{width:g}"] = (f"timing it would take ~{expected * (PROBE_STEPS + 1):.0f}s, past "
+                                         f"{PROBE_SHARE:.0%} of the budget")
+                continue
+            step_s[width] = self.time_training_step(width, deadline=deadline)
+            expected = step_s[width] * WIDER_STEP_FACTOR
+        training_s = max(0.0, float(self.config.budget_s) - self.clock.elapsed_s)
+        choice = choose_width(step_s, training_s, load_curves())
+        choice.skipped = skipped
+        return choice
+
+    def time_training_step(self, width: float, steps: int = PROBE_STEPS, deadline: Optional[float] = None) -> float:
+        """Median seconds of ``steps`` training steps (after one warm-up) of the network at ``width`` on a batch
+        of random data shaped like the run's; fewer when ``deadline`` (``time.monotonic()``) passes (the warm-up
+        step alone, an over-estimate, if it ends past the deadline). The network is dropped afterwards
+        (``initialize`` builds the chosen one from the run's seed)."""
+        self.config = self.config.replace(network_width=width)
+        try:
+            self.initialize()
+            batch = self._probe_batch()
+            times = []
+            for _ in range(steps + 1):
+                start = time.perf_counter()
+                self.train_step(batch)
+                if self.device.type == "cuda":
+                    import torch
+
+                    torch.cuda.synchronize(self.device)
+                times.append(time.perf_counter() - start)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+            return float(statistics.median(times[1:] or times))
+        finally:
+            self.release_network()
+
+    def _probe_batch(self) -> Dict[str, Any]:
+        rng = np.random.default_rng(0)
+        batch = max(1, self.global_batch_size // max(1, self.dist.world_size))
+        data = rng.standard_normal((batch, self.num_input_channels, *self.patch_size)).astype(np.float32)
+        values = np.array([0, *self.labels.foreground_labels], dtype=np.int16)  # labels the loss sees
+        seg = rng.choice(values, size=(batch, 1, *self.patch_size)).astype(np.int16)
+        return {"data": data, "seg": seg}
+
+    def release_network(self) -> None:
+        """Forget the network, optimiser and loss, so that ``initialize`` builds them again."""
+        self.network = self.forward_module = self.optimizer = self.loss = self.grad_scaler = None
+
+    def _sibling_width(self) -> Optional[float]:
+        """The width other trained folds of the model folder recorded (hyperparameters.json), if any."""
+        from suprem_auto.training.model_folder import other_trained_folds
+
+        model_dir = self.fold_dir.parent
+        for name in other_trained_folds(model_dir, self.fold_dir):
+            recorded = model_dir / name / "hyperparameters.json"
+            if recorded.is_file():
+                width = (load_json(recorded).get("config") or {}).get("network_width")
+                if width is not None:
+                    return float(width)
+        return None
+
+    def record_width_choice(self) -> None:
+        """Log the choice and write ``width_choice.json`` into the fold folder (after it is prepared)."""
+        if self.width_choice is None or not self.dist.is_main:
+            return
+        self.log.message(self.width_choice.describe())
+        atomic_write_json(self.fold_dir / WIDTH_CHOICE_FILE, self.width_choice.to_json())
