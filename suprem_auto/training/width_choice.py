@@ -21,7 +21,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 CURVES_FILE = Path(__file__).with_name("recipes") / "width_curves.json"
 #: a narrower width within this much relative quality of the best is preferred
@@ -129,10 +129,5 @@ def choose_width(step_s: Mapping[float, float], training_s: float, curves: Mappi
                                           for w, q in quality.items()})
 
 
-def probe_order(candidates: Sequence[float]) -> List[float]:
-    """Candidates narrowest first (each is timed only while the probe's share of the budget allows)."""
-    return sorted({float(c) for c in candidates})
-
-
-__all__ = ["CURVES_FILE", "WidthChoice", "choose_width", "load_curves", "measured_widths", "probe_order",
+__all__ = ["CURVES_FILE", "WidthChoice", "choose_width", "load_curves", "measured_widths",
            "relative_quality"]

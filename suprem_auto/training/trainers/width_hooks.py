@@ -14,9 +14,10 @@ import time
 from typing import Any, Dict, Optional
 
 import numpy as np
+import torch
 
-from suprem_auto.training.width_choice import WidthChoice, choose_width, load_curves, probe_order
-from suprem_auto.utils.atomic import atomic_write_json, load_json
+from suprem_auto.training.width_choice import WidthChoice, choose_width, load_curves
+from suprem_auto.utils.atomic import atomic_write_json
 
 #: at most this share of the budget goes to timing candidate widths
 PROBE_SHARE = 0.03
@@ -50,7 +51,7 @@ class WidthHooks:
                                  reason=f"budget under {MIN_PROBE_BUDGET_S:.0f}s: nothing timed, the recipe's "
                                         f"fallback width")
         else:
-            choice = self._timed_choice(probe_order(candidates))
+            choice = self._timed_choice(sorted({float(c) for c in candidates}))  # narrowest first
         self.config = self.config.replace(network_width=choice.width, width_candidates=None)
         self.width_choice = choice
         return choice
@@ -86,8 +87,6 @@ class WidthHooks:
                 start = time.perf_counter()
                 self.train_step(batch)
                 if self.device.type == "cuda":
-                    import torch
-
                     torch.cuda.synchronize(self.device)
                 times.append(time.perf_counter() - start)
                 if deadline is not None and time.monotonic() >= deadline:
@@ -98,7 +97,7 @@ class WidthHooks:
 
     def _probe_batch(self) -> Dict[str, Any]:
         rng = np.random.default_rng(0)
-        batch = max(1, self.global_batch_size // max(1, self.dist.world_size))
+        batch = self.global_batch_size  # one process: choose_network_width skips distributed runs
         data = rng.standard_normal((batch, self.num_input_channels, *self.patch_size)).astype(np.float32)
         values = np.array([0, *self.labels.foreground_labels], dtype=np.int16)  # labels the loss sees
         seg = rng.choice(values, size=(batch, 1, *self.patch_size)).astype(np.int16)
@@ -109,16 +108,16 @@ class WidthHooks:
         self.network = self.forward_module = self.optimizer = self.loss = self.grad_scaler = None
 
     def _sibling_width(self) -> Optional[float]:
-        """The width other trained folds of the model folder recorded (hyperparameters.json), if any."""
+        """The width other trained folds of the model folder recorded (their hyperparameters.json, else their
+        checkpoint's config: ``run.recorded_run``), if any."""
         from suprem_auto.training.model_folder import other_trained_folds
+        from suprem_auto.training.run import recorded_run
 
         model_dir = self.fold_dir.parent
         for name in other_trained_folds(model_dir, self.fold_dir):
-            recorded = model_dir / name / "hyperparameters.json"
-            if recorded.is_file():
-                width = (load_json(recorded).get("config") or {}).get("network_width")
-                if width is not None:
-                    return float(width)
+            width = ((recorded_run(model_dir / name) or {}).get("config") or {}).get("network_width")
+            if width is not None:
+                return float(width)
         return None
 
     def record_width_choice(self) -> None:
