@@ -1,12 +1,15 @@
-"""ACDC side by side: nnU-Net v2's default trainer and ``suprem_train --budget`` for the same wall time on the same
-training patients, both scored on the same held-out patients.
+"""A budget on a held-out split, as a user runs it: nnU-Net v2's default trainer and ``suprem_train --budget`` for
+the same wall time on the same training cases (fold ``all``), both scored on the same held-out cases.
 
-    python benchmarks/acdc_budget.py prepare --work benchmarks/work/acdc
-    python benchmarks/acdc_budget.py ours    --work benchmarks/work/acdc --budget 10m [-c 2d]
-    python benchmarks/acdc_budget.py nnunet  --work benchmarks/work/acdc --budget 10m --venv /tmp/nnunet_venv
+    python benchmarks/heldout_budget.py prepare --work benchmarks/work/acdc
+    python benchmarks/heldout_budget.py ours    --work benchmarks/work/acdc --budget 10m [-c 2d]
+    python benchmarks/heldout_budget.py nnunet  --work benchmarks/work/acdc --budget 10m --venv /tmp/nnunet_venv
+    python benchmarks/heldout_budget.py ours    --dataset hippocampus --work benchmarks/work/hippo_all --budget 40m
 
-Patients of ../shared/data/Dataset027_ACDC (70, both frames each): every 5th patient in sorted order is held out
-(14 patients, 28 volumes) and never seen by either side; the other 56 patients (112 volumes) train fold ``all``.
+Datasets of ../shared/data: ``acdc`` (Dataset027_ACDC, 70 patients with both frames each; every 5th patient in
+sorted order is held out: 14 patients, 28 volumes, both frames of a patient on one side; the other 56 patients, 112
+volumes, train) and ``hippocampus`` (Dataset004_Hippocampus; every 5th case in sorted order held out: 44 of 220,
+the other 176 train). Neither side ever sees a held-out case.
 Ours runs the whole pipeline as a user would (our planner and preprocessing, ``suprem_train ... all --budget``,
 ``suprem_predict``); nnU-Net runs its planner and preprocessing, then its default trainer with only the iteration
 count cut to the budget (``benchmarks/nnunet_training.py``), and predicts with its own predictor (mirroring on).
@@ -21,75 +24,96 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 from budget import _cpu_name, _load, dice_per_class  # benchmarks/ is sys.path[0] when run as a script
 from nnunet_training import NNUNET_BUDGET_TRAINING
 
-ACDC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Dataset027_ACDC"
-DATASET_ID, DATASET = 27, "Dataset027_ACDC"
-LABELS = [1, 2, 3]
-CLASS_NAMES = {"1": "RV", "2": "MYO", "3": "LV"}
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HELD_OUT_EVERY = 5
 
 
-def patients() -> List[str]:
-    if not (ACDC / "imagesTr").is_dir():
-        raise SystemExit(f"{ACDC}: not found; this benchmark needs ../shared/data/Dataset027_ACDC")
-    return sorted({p.name.split("_")[0] for p in (ACDC / "imagesTr").glob("patient*_0000.nii.gz")})
+@dataclass(frozen=True)
+class HeldOutTask:
+    """A shared dataset, its labels, and how its cases group into subjects (held out together)."""
+
+    folder: str
+    dataset_id: int
+    short_name: str
+    class_names: Dict[str, str]
+    subject_separator: str  # a case's subject is its id up to this separator ("" : every case its own subject)
+
+    @property
+    def source(self) -> Path:
+        return SHARED / self.folder
+
+    @property
+    def labels(self) -> List[int]:
+        return [int(k) for k in self.class_names]
 
 
-def split_patients() -> Tuple[List[str], List[str]]:
-    """(training cases, held-out cases): both frames of a patient on one side."""
-    train, held = [], []
-    for i, patient in enumerate(patients()):
-        frames = sorted(p.name[: -len("_0000.nii.gz")] for p in (ACDC / "imagesTr").glob(f"{patient}_*_0000.nii.gz"))
-        (held if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1 else train).extend(frames)
-    return train, held
+TASKS = {
+    "acdc": HeldOutTask("Dataset027_ACDC", 27, "ACDC", {"1": "RV", "2": "MYO", "3": "LV"}, "_"),
+    "hippocampus": HeldOutTask("Dataset004_Hippocampus", 4, "Hippocampus", {"1": "anterior", "2": "posterior"}, ""),
+}
 
 
-def prepare(work: Path) -> None:
-    """Raw training set (56 patients) and held-out images under --work (copies; ../shared is never written)."""
+def split_cases(task: HeldOutTask) -> Tuple[List[str], List[str]]:
+    """(training cases, held-out cases): every 5th subject in sorted order held out, all cases of a subject on one
+    side."""
+    images = task.source / "imagesTr"
+    if not images.is_dir():
+        raise SystemExit(f"{task.source}: not found; this benchmark needs ../shared/data/{task.folder}")
+    cases = sorted(p.name[: -len("_0000.nii.gz")] for p in images.glob("*_0000.nii.gz"))
+    subject = (lambda c: c.split(task.subject_separator)[0]) if task.subject_separator else (lambda c: c)
+    subjects = sorted({subject(c) for c in cases})
+    held_subjects = {s for i, s in enumerate(subjects) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1}
+    return [c for c in cases if subject(c) not in held_subjects], [c for c in cases if subject(c) in held_subjects]
+
+
+def prepare(task: HeldOutTask, work: Path) -> None:
+    """Raw training set and held-out images under --work (copies; ../shared is never written)."""
     from suprem_auto.conversion import make_subset
 
-    train, held = split_patients()
+    train, held = split_cases(task)
     raw = work / "raw"
-    if not (raw / DATASET / "dataset.json").is_file():
-        make_subset(ACDC, raw, DATASET_ID, "ACDC", len(train), case_ids=train, overwrite=True)
+    if not (raw / task.folder / "dataset.json").is_file():
+        make_subset(task.source, raw, task.dataset_id, task.short_name, len(train), case_ids=train, overwrite=True)
     images = work / "heldout_images"
     images.mkdir(parents=True, exist_ok=True)
     for case in held:
         if not (images / f"{case}_0000.nii.gz").is_file():
-            shutil.copy(ACDC / "imagesTr" / f"{case}_0000.nii.gz", images)
-    print(f"{len(train)} training volumes, {len(held)} held-out volumes under {work}")
+            shutil.copy(task.source / "imagesTr" / f"{case}_0000.nii.gz", images)
+    print(f"{len(train)} training cases, {len(held)} held-out cases under {work}")
 
 
-def _score(pred: Path) -> Dict[str, Any]:
-    _, held = split_patients()
-    scores = dice_per_class(pred, ACDC / "labelsTr", held, LABELS)
-    scores["per_class"] = {CLASS_NAMES[k]: round(v, 4) for k, v in scores["per_class"].items()}
+def _score(task: HeldOutTask, pred: Path) -> Dict[str, Any]:
+    _, held = split_cases(task)
+    scores = dice_per_class(pred, task.source / "labelsTr", held, task.labels)
+    scores["per_class"] = {task.class_names[k]: round(v, 4) for k, v in scores["per_class"].items()}
     scores["foreground_mean"] = round(scores["foreground_mean"], 4)
     return scores
 
 
-def run_ours(work: Path, budget: str, configuration: str, extra: Sequence[str]) -> Dict[str, Any]:
+def run_ours(task: HeldOutTask, work: Path, budget: str, configuration: str, extra: Sequence[str]) -> Dict[str, Any]:
     """Plan and preprocess (once per configuration), train fold all on the budget, predict the held-out images."""
-    prepare(work)
+    prepare(task, work)
     roots = ["--raw", str(work / "raw"), "--preprocessed", str(work / "preprocessed")]
     results = work / "results" / f"{configuration}_{budget}"
     shutil.rmtree(results, ignore_errors=True)
     start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "suprem_auto.cli.plan_and_preprocess", "-d", str(DATASET_ID), "-c",
+    subprocess.run([sys.executable, "-m", "suprem_auto.cli.plan_and_preprocess", "-d", str(task.dataset_id), "-c",
                     configuration, "-np", "2", *roots], check=True, stdout=subprocess.DEVNULL)
     prep_s = time.monotonic() - start
     load_before = _load()
     start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "suprem_auto.cli.train", str(DATASET_ID), configuration, "all",
+    subprocess.run([sys.executable, "-m", "suprem_auto.cli.train", str(task.dataset_id), configuration, "all",
                     "--budget", budget, "-device", "cpu", *extra, *roots, "--results", str(results)],
                    check=True, stdout=subprocess.DEVNULL)
     train_wall = time.monotonic() - start
-    model = next((results / DATASET).glob(f"*__{configuration}"))
+    model = next((results / task.folder).glob(f"*__{configuration}"))
     pred = results / "heldout_pred"
     start = time.monotonic()
     subprocess.run([sys.executable, "-m", "suprem_auto.cli.predict", "-i", str(work / "heldout_images"), "-o",
@@ -104,7 +128,7 @@ def run_ours(work: Path, budget: str, configuration: str, extra: Sequence[str]) 
            "sec_per_iteration": round(plan.get("sec_per_iteration") or 0.0, 3),
            "patch_size": hyper.get("patch_size"), "batch_size": hyper.get("global_batch_size"),
            "network_width": hyper.get("config", {}).get("network_width"), "precision": hyper.get("precision"),
-           "load_before": load_before, "load_after": _load(), "held_out": _score(pred)}
+           "load_before": load_before, "load_after": _load(), "held_out": _score(task, pred)}
     name = f"ours_{configuration}_{budget}{'_' + '_'.join(a.lstrip('-') for a in extra) if extra else ''}.json"
     (work / name).write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
@@ -127,19 +151,20 @@ print(json.dumps({"iterations": iters, "epochs": tr.current_epoch, "train_wall_s
 '''
 
 
-def run_nnunet(work: Path, budget: str, venv: Path, configuration: str = "3d_fullres") -> Dict[str, Any]:
+def run_nnunet(task: HeldOutTask, work: Path, budget: str, venv: Path,
+               configuration: str = "3d_fullres") -> Dict[str, Any]:
     """nnU-Net's planning/preprocessing of the configuration, its default trainer on fold all cut to the budget, its
     predictor on the held-out images."""
     from suprem_auto.training.budget import parse_duration
 
-    prepare(work)
+    prepare(task, work)
     nn = work / "nnunet"
     env = dict(os.environ, nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(nn / "pre"),
                nnUNet_results=str(nn / "results"), nnUNet_n_proc_DA="1")
-    plans = nn / "pre" / DATASET / "nnUNetPlans.json"
+    plans = nn / "pre" / task.folder / "nnUNetPlans.json"
     data_identifier = f"nnUNetPlans_{configuration}"
-    if not plans.is_file() or not (nn / "pre" / DATASET / data_identifier).is_dir():
-        subprocess.run([str(venv / "bin" / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c",
+    if not plans.is_file() or not (nn / "pre" / task.folder / data_identifier).is_dir():
+        subprocess.run([str(venv / "bin" / "nnUNetv2_plan_and_preprocess"), "-d", str(task.dataset_id), "-c",
                         configuration, "-np", "2"], env=env, check=True, stdout=subprocess.DEVNULL)
     script = work / "nnunet_budget_train.py"
     script.write_text(NNUNET_BUDGET_TRAINING + NNUNET_PREDICT)
@@ -150,12 +175,12 @@ def run_nnunet(work: Path, budget: str, venv: Path, configuration: str = "3d_ful
     load_before = _load()
     with open(nn / f"train_{tag}.log", "w") as log:
         stdout = subprocess.run([str(venv / "bin" / "python"), str(script), str(parse_duration(budget)),
-                                 str(nn / "pre" / DATASET), str(work / "heldout_images"), str(pred),
+                                 str(nn / "pre" / task.folder), str(work / "heldout_images"), str(pred),
                                  configuration], env=env,
                                 stdout=subprocess.PIPE, stderr=log, text=True, check=True).stdout
     stats = json.loads(stdout.strip().splitlines()[-1])
     out = dict({"side": "nnunet_v2", "configuration": configuration, "budget": budget, "cpu": _cpu_name(),
-                "load_before": load_before, "load_after": _load()}, **stats, held_out=_score(pred))
+                "load_before": load_before, "load_after": _load()}, **stats, held_out=_score(task, pred))
     (work / f"nnunet_{tag}.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
     return out
@@ -164,6 +189,7 @@ def run_nnunet(work: Path, budget: str, venv: Path, configuration: str = "3d_ful
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["prepare", "ours", "nnunet"])
+    parser.add_argument("--dataset", choices=sorted(TASKS), default="acdc")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work/acdc"))
     parser.add_argument("--budget", default="10m")
     parser.add_argument("-c", "--configuration", default="3d_fullres", help="configuration to train (both sides)")
@@ -171,12 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--flags", default="", help="ours: extra suprem_train flags, space separated")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
+    task = TASKS[args.dataset]
     if args.mode == "prepare":
-        prepare(args.work)
+        prepare(task, args.work)
     elif args.mode == "ours":
-        run_ours(args.work, args.budget, args.configuration, args.flags.split())
+        run_ours(task, args.work, args.budget, args.configuration, args.flags.split())
     else:
-        run_nnunet(args.work, args.budget, args.venv, args.configuration)
+        run_nnunet(task, args.work, args.budget, args.venv, args.configuration)
     return 0
 
 
