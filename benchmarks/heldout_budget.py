@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from budget import _cpu_name, _load, dice_per_class  # benchmarks/ is sys.path[0] when run as a script
 from nnunet_training import NNUNET_BUDGET_TRAINING
@@ -37,13 +37,14 @@ HELD_OUT_EVERY = 5
 
 @dataclass(frozen=True)
 class HeldOutTask:
-    """A shared dataset, its labels, and how its cases group into subjects (held out together)."""
+    """A shared dataset, its labels, and how its cases group into subjects (held out together: the package's
+    ``subject_pattern`` rule, :class:`suprem_auto.training.splits.SubjectRule`; None: every case its own subject)."""
 
     folder: str
     dataset_id: int
     short_name: str
     class_names: Dict[str, str]
-    subject_separator: str  # a case's subject is its id up to this separator ("" : every case its own subject)
+    subject_pattern: Optional[str]
 
     @property
     def source(self) -> Path:
@@ -55,8 +56,9 @@ class HeldOutTask:
 
 
 TASKS = {
-    "acdc": HeldOutTask("Dataset027_ACDC", 27, "ACDC", {"1": "RV", "2": "MYO", "3": "LV"}, "_"),
-    "hippocampus": HeldOutTask("Dataset004_Hippocampus", 4, "Hippocampus", {"1": "anterior", "2": "posterior"}, ""),
+    "acdc": HeldOutTask("Dataset027_ACDC", 27, "ACDC", {"1": "RV", "2": "MYO", "3": "LV"},
+                        r"^(patient\d+)_frame"),
+    "hippocampus": HeldOutTask("Dataset004_Hippocampus", 4, "Hippocampus", {"1": "anterior", "2": "posterior"}, None),
 }
 
 
@@ -66,15 +68,19 @@ def split_cases(task: HeldOutTask) -> Tuple[List[str], List[str]]:
     images = task.source / "imagesTr"
     if not images.is_dir():
         raise SystemExit(f"{task.source}: not found; this benchmark needs ../shared/data/{task.folder}")
+    from suprem_auto.training.splits import SubjectRule
+
     cases = sorted(p.name[: -len("_0000.nii.gz")] for p in images.glob("*_0000.nii.gz"))
-    subject = (lambda c: c.split(task.subject_separator)[0]) if task.subject_separator else (lambda c: c)
-    subjects = sorted({subject(c) for c in cases})
+    subject = (SubjectRule(source=task.folder, pattern=task.subject_pattern).subjects(cases) if task.subject_pattern
+               else {c: c for c in cases})
+    subjects = sorted(set(subject.values()))
     held_subjects = {s for i, s in enumerate(subjects) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1}
-    return [c for c in cases if subject(c) not in held_subjects], [c for c in cases if subject(c) in held_subjects]
+    return [c for c in cases if subject[c] not in held_subjects], [c for c in cases if subject[c] in held_subjects]
 
 
-def prepare(task: HeldOutTask, work: Path) -> None:
-    """Raw training set and held-out images under --work (copies; ../shared is never written)."""
+def prepare(task: HeldOutTask, work: Path) -> List[str]:
+    """Raw training set and held-out images under --work (copies; ../shared is never written); returns the held-out
+    cases."""
     from suprem_auto.conversion import make_subset
 
     train, held = split_cases(task)
@@ -87,10 +93,10 @@ def prepare(task: HeldOutTask, work: Path) -> None:
         if not (images / f"{case}_0000.nii.gz").is_file():
             shutil.copy(task.source / "imagesTr" / f"{case}_0000.nii.gz", images)
     print(f"{len(train)} training cases, {len(held)} held-out cases under {work}")
+    return held
 
 
-def _score(task: HeldOutTask, pred: Path) -> Dict[str, Any]:
-    _, held = split_cases(task)
+def _score(task: HeldOutTask, pred: Path, held: Sequence[str]) -> Dict[str, Any]:
     scores = dice_per_class(pred, task.source / "labelsTr", held, task.labels)
     scores["per_class"] = {task.class_names[k]: round(v, 4) for k, v in scores["per_class"].items()}
     scores["foreground_mean"] = round(scores["foreground_mean"], 4)
@@ -99,7 +105,7 @@ def _score(task: HeldOutTask, pred: Path) -> Dict[str, Any]:
 
 def run_ours(task: HeldOutTask, work: Path, budget: str, configuration: str, extra: Sequence[str]) -> Dict[str, Any]:
     """Plan and preprocess (once per configuration), train fold all on the budget, predict the held-out images."""
-    prepare(task, work)
+    held = prepare(task, work)
     roots = ["--raw", str(work / "raw"), "--preprocessed", str(work / "preprocessed")]
     results = work / "results" / f"{configuration}_{budget}"
     shutil.rmtree(results, ignore_errors=True)
@@ -128,7 +134,7 @@ def run_ours(task: HeldOutTask, work: Path, budget: str, configuration: str, ext
            "sec_per_iteration": round(plan.get("sec_per_iteration") or 0.0, 3),
            "patch_size": hyper.get("patch_size"), "batch_size": hyper.get("global_batch_size"),
            "network_width": hyper.get("config", {}).get("network_width"), "precision": hyper.get("precision"),
-           "load_before": load_before, "load_after": _load(), "held_out": _score(task, pred)}
+           "load_before": load_before, "load_after": _load(), "held_out": _score(task, pred, held)}
     name = f"ours_{configuration}_{budget}{'_' + '_'.join(a.lstrip('-') for a in extra) if extra else ''}.json"
     (work / name).write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
@@ -157,7 +163,7 @@ def run_nnunet(task: HeldOutTask, work: Path, budget: str, venv: Path,
     predictor on the held-out images."""
     from suprem_auto.training.budget import parse_duration
 
-    prepare(task, work)
+    held = prepare(task, work)
     nn = work / "nnunet"
     env = dict(os.environ, nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(nn / "pre"),
                nnUNet_results=str(nn / "results"), nnUNet_n_proc_DA="1")
@@ -180,7 +186,7 @@ def run_nnunet(task: HeldOutTask, work: Path, budget: str, venv: Path,
                                 stdout=subprocess.PIPE, stderr=log, text=True, check=True).stdout
     stats = json.loads(stdout.strip().splitlines()[-1])
     out = dict({"side": "nnunet_v2", "configuration": configuration, "budget": budget, "cpu": _cpu_name(),
-                "load_before": load_before, "load_after": _load()}, **stats, held_out=_score(task, pred))
+                "load_before": load_before, "load_after": _load()}, **stats, held_out=_score(task, pred, held))
     (work / f"nnunet_{tag}.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
     return out

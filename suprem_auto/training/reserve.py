@@ -16,9 +16,9 @@ WINDOW = 25
 #: start-up of a final validation besides its cases (predictor, evaluation, summary) and, per validation case besides
 #: the network calls, reading, preprocessing, reverting, export and metrics: a constant plus a share per voxel of the
 #: case's original image. Fitted to the measured final validations of budgeted runs (``final_validation_measured_s``
-#: beside the estimate in budget_plan.json), 2-core EPYC and Xeon: 4 hippocampus cases 0.6-0.9 s (calls 0.25 s of it), 20
-#: hippocampus cases 2.2-3.9 s, 23 ACDC volumes (2d, ~0.5 M voxels each) 8-11 s. The first constants (1.5 s, 0.5 s
-#: per case) reserved 2-5x the measured time; these keep the estimate at or a little above every measurement.
+#: beside the estimate in budget_plan.json), 2-core EPYC and Xeon: 4 hippocampus cases 0.6-0.9 s (calls 0.25 s of
+#: it), 20 hippocampus cases 2.2-3.9 s, 23 ACDC volumes (2d, ~0.5 M voxels each) 8-11 s. The first constants (1.5 s,
+#: 0.5 s per case) reserved 2-5x the measured time; these keep the estimate at or a little above every measurement.
 FIXED_OVERHEAD_S = 0.5
 PER_CASE_S = 0.2
 PER_VOXEL_S = 2e-7
