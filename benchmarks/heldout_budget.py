@@ -107,7 +107,8 @@ def run_ours(task: HeldOutTask, work: Path, budget: str, configuration: str, ext
     """Plan and preprocess (once per configuration), train fold all on the budget, predict the held-out images."""
     held = prepare(task, work)
     roots = ["--raw", str(work / "raw"), "--preprocessed", str(work / "preprocessed")]
-    results = work / "results" / f"{configuration}_{budget}"
+    tag = f"{configuration}_{budget}{'_' + '_'.join(a.lstrip('-') for a in extra) if extra else ''}"
+    results = work / "results" / tag  # a variant (--flags) keeps the default run's model folder
     shutil.rmtree(results, ignore_errors=True)
     start = time.monotonic()
     subprocess.run([sys.executable, "-m", "suprem_auto.cli.plan_and_preprocess", "-d", str(task.dataset_id), "-c",
@@ -135,8 +136,7 @@ def run_ours(task: HeldOutTask, work: Path, budget: str, configuration: str, ext
            "patch_size": hyper.get("patch_size"), "batch_size": hyper.get("global_batch_size"),
            "network_width": hyper.get("config", {}).get("network_width"), "precision": hyper.get("precision"),
            "load_before": load_before, "load_after": _load(), "held_out": _score(task, pred, held)}
-    name = f"ours_{configuration}_{budget}{'_' + '_'.join(a.lstrip('-') for a in extra) if extra else ''}.json"
-    (work / name).write_text(json.dumps(out, indent=2))
+    (work / f"ours_{tag}.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
     return out
 

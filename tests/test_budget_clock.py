@@ -85,6 +85,7 @@ def test_fold_all_trains_without_validating_on_its_training_cases(roots):
     assert not (fold / "validation").exists()
     log = (fold / "training_log.txt").read_text()
     assert "fold all: final validation skipped" in log and "--val_on_train" in log
+    assert "fold all: pseudo-Dice on 1 batches of training cases" in log
     from suprem_auto.cli.train import build_parser
     from suprem_auto.training.config import overrides_from_args
     from suprem_auto.training.run import build_trainer
@@ -94,6 +95,21 @@ def test_fold_all_trains_without_validating_on_its_training_cases(roots):
     assert build_trainer(4, "3d_fullres", "all", roots, overrides=overrides, device="cpu",
                          echo=False).final_validation_runs()
     assert build_trainer(4, "3d_fullres", 0, roots, device="cpu", echo=False).final_validation_runs()
+
+
+
+def test_fold_all_spends_few_batches_on_its_pseudo_dice(roots):
+    """Fold all validates on its training cases: a few pseudo-Dice batches per epoch, not nnU-Net's 50 (the time
+    goes to training); --val_iters still wins, and cross-validation folds keep the full count."""
+    from suprem_auto.training.run import FOLD_ALL_VAL_ITERS, build_trainer
+
+    fold_all = build_trainer(4, "3d_fullres", "all", roots, overrides={"budget_s": 600.0}, device="cpu", echo=False)
+    assert fold_all.config.val_iters_per_epoch == FOLD_ALL_VAL_ITERS < 50
+    assert fold_all.ensure_schedule().val_iterations(500) == FOLD_ALL_VAL_ITERS
+    asked = build_trainer(4, "3d_fullres", "all", roots, overrides={"val_iters_per_epoch": 20}, device="cpu",
+                          echo=False)
+    assert asked.config.val_iters_per_epoch == 20
+    assert build_trainer(4, "3d_fullres", 0, roots, device="cpu", echo=False).config.val_iters_per_epoch == 50
 
 
 def test_resume_continues_the_clock_schedule_from_its_stored_time(roots):

@@ -100,6 +100,14 @@ def test_the_trainer_times_each_candidate_and_keeps_the_chosen_width(shared_root
     assert choice.width == choose_width(steps, choice.training_s, load_curves()).width
     assert trainer.config.network_width == choice.width and trainer.config.width_candidates is None
     assert trainer.network is None and trainer.optimizer is None
+    # after training, what the width really did is recorded beside the probe's prediction
+    trainer.fold_dir.mkdir(parents=True, exist_ok=True)
+    trainer.record_width_choice()
+    trainer.record_width_outcome(1234, 0.31)
+    recorded = json.loads((trainer.fold_dir / "width_choice.json").read_text())
+    assert recorded["outcome"] == {"iterations": 1234, "sec_per_iteration": 0.31,
+                                   "predicted_iterations": choice.predicted_iterations[f"{choice.width:g}"]}
+    assert recorded["step_s"] == choice.step_s
 
 
 def test_budget_run_records_its_width_and_later_folds_take_it(shared_roots, tmp_path):

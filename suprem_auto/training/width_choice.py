@@ -91,6 +91,7 @@ class WidthChoice:
     predicted_iterations: Dict[str, int] = field(default_factory=dict)
     predicted_quality: Dict[str, Optional[float]] = field(default_factory=dict)
     skipped: Dict[str, str] = field(default_factory=dict)                # width -> why it was not timed
+    outcome: Dict[str, Any] = field(default_factory=dict)                # what the run then did (iterations...)
 
     def to_json(self) -> Dict[str, Any]:
         return dict(self.__dict__)

@@ -387,6 +387,7 @@ class BaseTrainer(DataHooks, FinalValidationHooks, CheckpointHooks, WidthHooks):
             self.log.message(f"budget: {schedule.iteration} iterations in {self.current_epoch} epochs, "
                              f"{self.clock.elapsed_s:.0f}s elapsed" + (f" of {budget:.0f}s" if budget else "")
                              + f", last lr {last_lr:.3g}")
+            self.record_width_outcome(schedule.iteration, schedule.sec_per_iteration)
             if schedule.iteration == 0 and isinstance(schedule, ClockSchedule):
                 self.log.message(f"WARNING: the budget left no time to train (set-up {schedule.train_start_s:.0f}s, "
                                  f"{schedule.reserve_s:.0f}s reserved for the end of the run): give a longer --budget")
@@ -411,6 +412,9 @@ class BaseTrainer(DataHooks, FinalValidationHooks, CheckpointHooks, WidthHooks):
         if str(self.fold) == "all" and not self.final_validation_runs():
             self.log.message("fold all: no final validation after training (its validation cases are the training "
                              "cases); --val_on_train runs it anyway")
+        if str(self.fold) == "all":
+            self.log.message(f"fold all: pseudo-Dice on {self.config.val_iters_per_epoch} batches of training cases "
+                             f"per epoch (a fit curve, not a validation); --val_iters sets more")
         self.write_schedule()
         if not self._rank0_answers(schedule.run_done(self.current_epoch, self.clock.elapsed_s))[0]:
             train_stream, val_stream = self.build_streams()

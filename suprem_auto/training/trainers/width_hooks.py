@@ -32,7 +32,8 @@ WIDTH_CHOICE_FILE = "width_choice.json"
 
 
 class WidthHooks:
-    """``choose_network_width`` (before the run folder is prepared) and ``record_width_choice`` (after)."""
+    """``choose_network_width`` (before the run folder is prepared), ``record_width_choice`` (after) and
+    ``record_width_outcome`` (when training ends)."""
 
     width_choice: Optional[WidthChoice] = None
 
@@ -125,4 +126,16 @@ class WidthHooks:
         if self.width_choice is None or not self.dist.is_main:
             return
         self.log.message(self.width_choice.describe())
+        atomic_write_json(self.fold_dir / WIDTH_CHOICE_FILE, self.width_choice.to_json())
+
+    def record_width_outcome(self, iterations: int, sec_per_iteration: float) -> None:
+        """After training: what the chosen width really did beside what the probe predicted (the probe times bare
+        steps; data waits, epoch ends and checkpoints make the run's iterations fewer), in ``width_choice.json``."""
+        if self.width_choice is None or not self.dist.is_main or not self.width_choice.predicted_iterations:
+            return
+        predicted = self.width_choice.predicted_iterations.get(f"{self.width_choice.width:g}")
+        self.width_choice.outcome = {"iterations": int(iterations), "sec_per_iteration": round(sec_per_iteration, 4),
+                                     "predicted_iterations": predicted}
+        self.log.message(f"network width {self.width_choice.width:g}: {iterations} iterations trained at "
+                         f"{sec_per_iteration:.3f}s (median step), probe predicted ~{predicted}")
         atomic_write_json(self.fold_dir / WIDTH_CHOICE_FILE, self.width_choice.to_json())
