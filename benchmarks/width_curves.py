@@ -11,6 +11,13 @@ Every run is a scratch run of ``benchmarks/transfer.py`` (same subject split, sa
 
 ``table`` prints test Dice and seconds per iteration for each (width, iterations) that finished; ``--write_curves``
 puts the finished points into the curves file (one entry per dataset, replaced).
+
+``budget`` reads the results of ``benchmarks/heldout_budget.py ours`` in its work folder (every width it ran, the
+iterations each budget bought, the held-out Dice: the whole training set, points far past 1,000 iterations) and,
+with ``--write_curves``, puts them in as a second entry of the dataset (``<dataset>_heldout``) when at least two
+widths were run (an entry with one width would credit that width alone)::
+
+    python benchmarks/width_curves.py budget --dataset hippocampus --work /work/bench/hippo_all [--write_curves]
 """
 from __future__ import annotations
 
@@ -78,24 +85,58 @@ def table(dataset: str, work: Path, widths: Sequence[float], iters: Sequence[int
     return text
 
 
-def write_curves(dataset: str, dice: Dict[float, Dict[int, float]]) -> None:
+def write_curves(dataset: str, dice: Dict[float, Dict[int, float]], entry_name: Optional[str] = None,
+                 training_subjects: Optional[int] = None, scored_on: Optional[str] = None) -> None:
+    """Put one entry (replacing one of the same name) into the curves file."""
     data = json.loads(CURVES.read_text())
     spec = DATASETS[dataset]
-    entry = {"dataset": dataset, "configuration": spec["configuration"], "training_subjects": spec["size"],
-             "scored_on": spec["test"], "seed": 0,
-             "points": {f"{w:g}": [[n, round(d, 4)] for n, d in sorted(ps.items())]
-                        for w, ps in sorted(dice.items()) if ps}}
-    data["curves"] = [c for c in data["curves"] if c["dataset"] != dataset] + [entry]
+    name = entry_name or dataset
+    entry = {"dataset": name, "configuration": spec["configuration"],
+             "training_subjects": training_subjects or spec["size"], "scored_on": scored_on or spec["test"],
+             "seed": 0, "points": {f"{w:g}": [[n, round(d, 4)] for n, d in sorted(ps.items())]
+                                   for w, ps in sorted(dice.items()) if ps}}
+    data["curves"] = [c for c in data["curves"] if c["dataset"] != name] + [entry]
     text = json.dumps(data, indent=2)
     text = re.sub(r"\[\s+(\d+),\s+([\d.]+)\s+\]", r"[\1, \2]", text)  # one [iterations, dice] pair per line
     CURVES.write_text(text + "\n")
 
 
+def budget_points(work: Path, configuration: str) -> Dict[float, Dict[int, float]]:
+    """width -> {iterations: held-out foreground Dice} of heldout_budget.py's runs of ``configuration`` in ``work``
+    whose only flag, if any, is the width (other flags change the recipe, not just the width)."""
+    points: Dict[float, Dict[int, float]] = {}
+    for path in sorted(work.glob(f"ours_{configuration}_*.json")):
+        result = json.loads(path.read_text())
+        flags = [a for a in result.get("flags") or [] if a.startswith("--")]
+        if result.get("configuration") != configuration or set(flags) - {"--network_width"}:
+            continue
+        width = float(result["network_width"])
+        points.setdefault(width, {})[int(result["iterations"])] = float(result["held_out"]["foreground_mean"])
+    return points
+
+
+def budget_table(dataset: str, work: Path, write: bool) -> str:
+    """The heldout_budget.py points of ``work`` as a table; with ``write``, the ``<dataset>_heldout`` entry."""
+    spec = DATASETS[dataset]
+    points = budget_points(work, spec["configuration"])
+    lines = ["| width | iterations: held-out Dice |", "|---|---|"]
+    lines += [f"| {w:g} | " + ", ".join(f"{n}: {d:.3f}" for n, d in sorted(ps.items())) + " |"
+              for w, ps in sorted(points.items())]
+    if write and len(points) >= 2:
+        held = len(list((work / "heldout_images").glob("*_0000.nii.gz")))
+        train = len(list((work / "raw").glob("Dataset*/labelsTr/*.nii.gz")))
+        write_curves(dataset, points, f"{dataset}_heldout", train, f"{held} held-out images (heldout_budget.py)")
+    elif write:
+        lines.append(f"not written: {len(points)} width(s) measured, at least 2 needed")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=["run", "table"])
+    p.add_argument("mode", choices=["run", "table", "budget"])
     p.add_argument("--dataset", choices=sorted(DATASETS), default="hippocampus")
-    p.add_argument("--work", type=Path, required=True, help="transfer.py work folder (runs are shared with it)")
+    p.add_argument("--work", type=Path, required=True,
+                   help="transfer.py work folder (runs are shared with it); budget: heldout_budget.py's work folder")
     p.add_argument("--widths", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     p.add_argument("--iters", type=int, nargs="+", default=[250, 1000])
     p.add_argument("--nice", type=int, default=0)
@@ -103,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.mode == "run":
         run(args.dataset, args.work, args.widths, args.iters, args.nice)
+    elif args.mode == "budget":
+        print(budget_table(args.dataset, args.work, args.write_curves))
     else:
         print(table(args.dataset, args.work, args.widths, args.iters, args.write_curves))
     return 0
