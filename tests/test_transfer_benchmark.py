@@ -69,3 +69,24 @@ def test_unnarrowed_round_trip(width: float) -> None:
                                              "n_conv_per_stage": 2, "n_conv_per_stage_decoder": 2}}
     narrowed = scale_width(arch, width)
     assert transfer.unnarrowed(narrowed, width) == arch
+
+
+def test_width_curve_points_from_budget_runs_keep_width_only_variants(tmp_path: Path) -> None:
+    """``width_curves.py budget`` reads heldout_budget.py's results: every width run with nothing but a width flag,
+    the iterations each bought and its held-out Dice; a run with another flag changed the recipe and is left out."""
+    import json
+
+    import width_curves
+
+    def result(name: str, width: float, iterations: int, dice: float, flags: list) -> None:
+        (tmp_path / name).write_text(json.dumps({"configuration": "3d_fullres", "network_width": width,
+                                                 "iterations": iterations, "flags": flags,
+                                                 "held_out": {"foreground_mean": dice}}))
+
+    result("ours_3d_fullres_10m.json", 0.25, 1936, 0.883, [])
+    result("ours_3d_fullres_40m.json", 0.25, 7736, 0.894, [])
+    result("ours_3d_fullres_40m_network_width_0.5.json", 0.5, 2969, 0.889, ["--network_width", "0.5"])
+    result("ours_3d_fullres_40m_batch_size_4.json", 0.25, 5000, 0.850, ["--batch_size", "4"])
+    result("ours_2d_40m.json", 0.25, 13250, 0.876, [])
+    points = width_curves.budget_points(tmp_path, "3d_fullres")
+    assert points == {0.25: {1936: 0.883, 7736: 0.894}, 0.5: {2969: 0.889}}
