@@ -97,7 +97,6 @@ def test_fold_all_trains_without_validating_on_its_training_cases(roots):
     assert build_trainer(4, "3d_fullres", 0, roots, device="cpu", echo=False).final_validation_runs()
 
 
-
 def test_fold_all_spends_few_batches_on_its_pseudo_dice(roots):
     """Fold all validates on its training cases: a few pseudo-Dice batches per epoch, not nnU-Net's 50 (the time
     goes to training); --val_iters still wins, and cross-validation folds keep the full count."""

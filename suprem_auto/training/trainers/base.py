@@ -409,10 +409,10 @@ class BaseTrainer(DataHooks, FinalValidationHooks, CheckpointHooks, WidthHooks):
             self._validation_workload = self.final_validation_workload()
         self.estimate_final_validation()
         self.log.message(schedule.describe())
-        if str(self.fold) == "all" and not self.final_validation_runs():
-            self.log.message("fold all: no final validation after training (its validation cases are the training "
-                             "cases); --val_on_train runs it anyway")
         if str(self.fold) == "all":
+            if not self.final_validation_runs():
+                self.log.message("fold all: no final validation after training (its validation cases are the "
+                                 "training cases); --val_on_train runs it anyway")
             self.log.message(f"fold all: pseudo-Dice on {self.config.val_iters_per_epoch} batches of training cases "
                              f"per epoch (a fit curve, not a validation); --val_iters sets more")
         self.write_schedule()
