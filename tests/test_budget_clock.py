@@ -87,14 +87,31 @@ def test_fold_all_trains_without_validating_on_its_training_cases(roots):
     assert "fold all: final validation skipped" in log and "--val_on_train" in log
     assert "fold all: pseudo-Dice on 1 batches of training cases" in log
     from suprem_auto.cli.train import build_parser
+    from suprem_auto.inference.predictor import Predictor
     from suprem_auto.training.config import overrides_from_args
     from suprem_auto.training.run import build_trainer
 
+    # instead, the post-processing is chosen on the training cases (all 6: fewer than the default 16) and the
+    # predictor applies that choice when it predicts with fold 'all'
+    assert "fold all: post-processing chosen on 6 training cases" in log
+    decision = json.loads((fold / "postprocessing.json").read_text())
+    training_cases = sorted(p.name[:-len(".nii.gz")] for p in (roots.raw / DATASET / "labelsTr").glob("*.nii.gz"))
+    assert decision["cases"] == training_cases and decision["num_cases"] == 6
+    assert sorted(p.name for p in (fold / "postprocessing_check").glob("*.nii.gz")) == \
+        [f"{c}.nii.gz" for c in training_cases]
+    predictor = Predictor.from_model_folder(fold.parent, folds=["all"], device="cpu")
+    assert predictor.postprocessing == decision
+
     overrides = overrides_from_args(build_parser().parse_args(["4", "all", "--val_on_train"]))
     assert overrides == {"val_on_train": True}
-    assert build_trainer(4, "3d_fullres", "all", roots, overrides=overrides, device="cpu",
-                         echo=False).final_validation_runs()
+    with_validation = build_trainer(4, "3d_fullres", "all", roots, overrides=overrides, device="cpu", echo=False)
+    assert with_validation.final_validation_runs() and with_validation.postprocessing_check_cases() == []
     assert build_trainer(4, "3d_fullres", 0, roots, device="cpu", echo=False).final_validation_runs()
+    two = build_trainer(4, "3d_fullres", "all", roots, overrides={"postprocessing_cases": 2}, device="cpu",
+                        echo=False)
+    assert two.end_of_run_cases() == [training_cases[0], training_cases[-1]]
+    assert build_trainer(4, "3d_fullres", "all", roots, overrides={"postprocessing_cases": 0}, device="cpu",
+                         echo=False).end_of_run_cases() == []
 
 
 def test_fold_all_spends_few_batches_on_its_pseudo_dice(roots):

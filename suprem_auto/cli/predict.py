@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "bf16 on a CPU without native bf16 is emulated and ~100x slower (benchmarks/RESULTS.md)")
     run.add_argument("--cpu_bf16", action="store_true", help="same as --precision bf16 (kept for old commands)")
     run.add_argument("--postprocessing", default=None,
-                     help="postprocessing JSON to apply (default: the model folder's postprocessing.json if present)")
+                     help="postprocessing JSON to apply (default: the model folder's postprocessing.json if present; "
+                          "with -f all alone and none there, the one that fold 'all' run chose on its training "
+                          "cases, fold_all/postprocessing.json)")
     run.add_argument("--disable_postprocessing", action="store_true",
                      help="apply no postprocessing (neither the model folder's nor --postprocessing)")
     run.add_argument("--disable_progress_bar", action="store_true", help="no tqdm progress bars")

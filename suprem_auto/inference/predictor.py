@@ -61,6 +61,16 @@ class PredictionReport:
         return not self.failed
 
 
+def _default_postprocessing_file(folder: Path, fold_names: Sequence[str]) -> Path:
+    """The model folder's ``postprocessing.json``; when it has none and only fold 'all' predicts, the one that run
+    chose on its training cases (``fold_all/postprocessing.json``, written by the trainer)."""
+    shared = folder / "postprocessing.json"
+    fold_all = folder / "fold_all" / "postprocessing.json"
+    if not shared.is_file() and list(fold_names) == ["all"] and fold_all.is_file():
+        return fold_all
+    return shared
+
+
 def _strip_prefixes(state: StateDict) -> StateDict:
     out = {}
     for key, value in state.items():
@@ -196,7 +206,8 @@ class Predictor:
         if "mirror_axes" not in options:
             options["mirror_axes"] = checkpoints[0].get("inference_allowed_mirroring_axes")
         postprocessing = None
-        pp_path = Path(postprocessing_file) if postprocessing_file else folder / "postprocessing.json"
+        pp_path = Path(postprocessing_file) if postprocessing_file else _default_postprocessing_file(folder,
+                                                                                                    fold_names)
         if postprocessing_file and not pp_path.is_file():
             raise ModelFolderError(f"{pp_path}: postprocessing file does not exist")
         if use_postprocessing and pp_path.is_file():

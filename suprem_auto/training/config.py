@@ -52,6 +52,8 @@ class TrainingConfig:
     iterations: Optional[int] = None        # fixed number of iterations laid out like a budget
     warmup_fraction: float = 0.05           # warm-up share of a budgeted run (warmup_cosine)
     val_on_train: bool = False              # fold 'all': run the final validation (on the training cases) anyway
+    postprocessing_cases: int = 16          # fold 'all': training cases the largest-component post-processing is
+                                            # chosen on after training (0: none; training/trainers/final_validation)
     num_folds: Optional[int] = None         # cross-validation folds; None: an existing splits file's count, else 5
     subject_pattern: Optional[str] = None   # regex grouping case ids into subjects (wins over dataset.json's)
 
@@ -111,6 +113,9 @@ CLI_OVERRIDES = {
     "precision": ("precision", str, "auto (CUDA: fp16 AMP; CPU: bf16 where the CPU has native bf16, else fp32), "
                                     "bf16 or fp32"),
     "channels_last": ("channels_last", str, "channels_last_3d memory format: auto (on for CPU), on, off"),
+    "postprocessing_cases": ("postprocessing_cases", int,
+                             "fold all: after training, predict this many training cases and choose the "
+                             "connected-component post-processing on them (nnU-Net's rule; 0: none; default 16)"),
 }
 
 # Fold flags -> (config field, type, help): how the cases are split into cross-validation folds (training/splits.py).

@@ -405,14 +405,17 @@ class BaseTrainer(DataHooks, FinalValidationHooks, CheckpointHooks, WidthHooks):
         schedule = self.ensure_schedule()
         self.on_train_start()
         schedule.begin(self.clock.elapsed_s)
-        if isinstance(schedule, ClockSchedule) and self.final_validation_planned and self.final_validation_runs():
+        if isinstance(schedule, ClockSchedule) and self.final_validation_planned and self.end_of_run_cases():
             self._validation_workload = self.final_validation_workload()
         self.estimate_final_validation()
         self.log.message(schedule.describe())
         if str(self.fold) == "all":
             if not self.final_validation_runs():
+                check = len(self.postprocessing_check_cases())
                 self.log.message("fold all: no final validation after training (its validation cases are the "
-                                 "training cases); --val_on_train runs it anyway")
+                                 "training cases); --val_on_train runs it anyway"
+                                 + (f"; {check} training cases will be predicted to choose the post-processing on "
+                                    f"(--postprocessing_cases)" if check else ""))
             self.log.message(f"fold all: pseudo-Dice on {self.config.val_iters_per_epoch} batches of training cases "
                              f"per epoch (a fit curve, not a validation); --val_iters sets more")
         self.write_schedule()

@@ -1,15 +1,32 @@
 """The final validation of a fold and its budget reserve, as hooks of :class:`BaseTrainer` (a mixin: the trainer's
-network, schedule, split and plans are its inputs)."""
+network, schedule, split and plans are its inputs). Fold 'all' has no validation cases: instead a few training cases
+are predicted to choose the connected-component post-processing on (nnU-Net chooses it on the cross-validation)."""
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from suprem_auto.training import cascade, ddp, reserve
 from suprem_auto.training.budget import ClockSchedule
+
+
+#: sub-folder of a fold 'all' run with the training cases predicted to choose the post-processing on
+POSTPROCESSING_CHECK_DIR = "postprocessing_check"
+#: the fold's post-processing decision (fold 'all'; the predictor applies it when it predicts with that fold alone)
+FOLD_POSTPROCESSING_FILE = "postprocessing.json"
+
+
+def evenly_spread(cases: Sequence[str], count: int) -> List[str]:
+    """``count`` of ``cases`` (all when fewer) at evenly spaced positions of the list, first and last included."""
+    if count <= 0:
+        return []
+    if count >= len(cases):
+        return list(cases)
+    positions = np.unique(np.round(np.linspace(0, len(cases) - 1, count)).astype(int))
+    return [cases[i] for i in positions]
 
 
 class FinalValidationHooks:
@@ -21,6 +38,19 @@ class FinalValidationHooks:
         cases, which says nothing about new cases, so only with ``--val_on_train``."""
         return str(self.fold) != "all" or bool(self.config.val_on_train)
 
+    def postprocessing_check_cases(self) -> List[str]:
+        """Fold 'all' without a final validation: the training cases (``--postprocessing_cases`` of them, evenly
+        spread over the sorted ids) predicted after training to choose the post-processing on; none otherwise and
+        for a cascade's full-resolution stage (its inputs would be the previous stage's out-of-fold maps)."""
+        if self.final_validation_runs() or self.previous_stage_labels:
+            return []
+        _, cases = self.split()
+        return evenly_spread(cases, int(self.config.postprocessing_cases))
+
+    def end_of_run_cases(self) -> List[str]:
+        """The cases predicted after training: the final validation's, else the post-processing check's."""
+        return self.split()[1] if self.final_validation_runs() else self.postprocessing_check_cases()
+
     def final_validation_workload(self) -> reserve.ValidationWorkload:
         """What the final validation will predict: the fold's validation cases (preprocessed shapes, original
         voxels) at the patch it predicts with (``effective_plans``: this run's patch, ``--patch_size`` included),
@@ -29,9 +59,8 @@ class FinalValidationHooks:
         from suprem_auto.inference.sliding_window import mirror_combinations
         from suprem_auto.utils.atomic import load_json
 
-        _, val_cases = self.split()
         shapes, voxels = [], []
-        for case in val_cases:
+        for case in self.end_of_run_cases():
             shape = list(np.load(self.data_folder / f"{case}.npy", mmap_mode="r").shape[1:])
             props = self.data_folder / f"{case}.json"
             shapes.append(shape)
@@ -80,6 +109,12 @@ class FinalValidationHooks:
         if not self.final_validation_runs():
             self.log.message("fold all: final validation skipped (its cases are the training cases; "
                              "--val_on_train runs it anyway)")
+            if self.dist.is_main:
+                try:
+                    self.choose_postprocessing_on_training_cases()
+                except (OSError, RuntimeError, ValueError) as exc:  # the trained model stays; only the choice is lost
+                    self.log.message(f"WARNING: fold all: post-processing check failed, none chosen: {exc}")
+            ddp.barrier(self.dist)
             return None
         summary = None
         if self.dist.is_main:
@@ -105,3 +140,47 @@ class FinalValidationHooks:
             self.split()
         ddp.barrier(self.dist)
         return summary
+
+    def choose_postprocessing_on_training_cases(self) -> Optional[Dict[str, Any]]:
+        """Fold 'all': predict :meth:`postprocessing_check_cases` into ``postprocessing_check/`` and choose the
+        largest-component post-processing on them by nnU-Net's rule, saved as the fold's ``postprocessing.json``
+        (the predictor applies it when predicting with fold 'all' alone). The model has trained on these cases, so
+        its false-positive islands are rarer there than on new cases: a component rule is accepted only where it
+        helps even so. Returns the decision (None when no case is checked)."""
+        from suprem_auto.dataset import parse_labels
+        from suprem_auto.evaluation.postprocessing import determine_postprocessing
+        from suprem_auto.training.validation import run_final_validation
+
+        cases = self.postprocessing_check_cases()
+        if not cases:
+            return None
+        start = time.monotonic()
+        with self._without_deep_supervision():
+            run_final_validation(self.network, self.effective_plans(), self.configuration, self.dataset_json, cases,
+                                 self.raw_dataset, self.preprocessed_dataset / "gt_segmentations",
+                                 self.fold_dir / POSTPROCESSING_CHECK_DIR, self.config.mirror_axes,
+                                 progress=self.log.echo, precision=self.precision)
+        labels = parse_labels(self.dataset_json)
+        classes = list(labels.regions) if labels.has_regions else labels.foreground_labels
+        decision = determine_postprocessing(self.preprocessed_dataset / "gt_segmentations",
+                                            self.fold_dir / POSTPROCESSING_CHECK_DIR, classes,
+                                            self.dataset_json.get("file_ending", ".nii.gz"),
+                                            out_json=self.fold_dir / FOLD_POSTPROCESSING_FILE,
+                                            ignore_label=labels.ignore_label)
+        seconds = time.monotonic() - start
+        applied = decision["apply"]
+        parts = (["largest foreground component"] if applied["keep_largest_foreground_component"] else []) + \
+            [f"largest component of {c}" for c in applied["keep_largest_component_of"]]
+        before = decision["dice_before"]["foreground_mean"]
+        after = decision["dice_after"]["foreground_mean"]
+        self.log.message(f"fold all: post-processing chosen on {len(cases)} training cases ({seconds:.1f}s): "
+                         f"{', '.join(parts) if parts else 'none'} (mean foreground Dice there {before:.4f} -> "
+                         f"{after:.4f}); saved as {FOLD_POSTPROCESSING_FILE}, applied by suprem_predict -f all; "
+                         f"--postprocessing_cases 0 skips it")
+        if isinstance(self.schedule, ClockSchedule):
+            self.schedule.final_validation_measured_s = seconds
+            self.log.message(f"budget: run ended at {self.clock.elapsed_s:.0f}s of {self.schedule.budget_s:.0f}s "
+                             f"(post-processing check {seconds:.1f}s, {self.schedule.final_validation_s:.1f}s "
+                             f"reserved)")
+            self.write_schedule()
+        return decision
