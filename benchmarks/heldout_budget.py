@@ -122,11 +122,21 @@ def run_ours(task: HeldOutTask, work: Path, budget: str, configuration: str, ext
     train_wall = time.monotonic() - start
     model = next((results / task.folder).glob(f"*__{configuration}"))
     pred = results / "heldout_pred"
+
+    def predict(out: Path, *flags: str) -> None:
+        subprocess.run([sys.executable, "-m", "suprem_auto.cli.predict", "-i", str(work / "heldout_images"), "-o",
+                        str(out), "-m", str(model), "-f", "all", "-device", "cpu", "--disable_progress_bar", *flags],
+                       check=True, stdout=subprocess.DEVNULL)
+
     start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "suprem_auto.cli.predict", "-i", str(work / "heldout_images"), "-o",
-                    str(pred), "-m", str(model), "-f", "all", "-device", "cpu", "--disable_progress_bar"],
-                   check=True, stdout=subprocess.DEVNULL)
+    predict(pred)
     predict_s = time.monotonic() - start
+    pp_file = model / "fold_all" / "postprocessing.json"
+    postprocessing = None
+    if pp_file.is_file():  # what the run chose on its training cases; the Dice without it, for comparison
+        predict(results / "heldout_pred_no_pp", "--disable_postprocessing")
+        postprocessing = {"apply": json.loads(pp_file.read_text())["apply"],
+                          "held_out_without": _score(task, results / "heldout_pred_no_pp", held)}
     plan = json.loads((model / "fold_all" / "budget_plan.json").read_text())
     hyper = json.loads((model / "fold_all" / "hyperparameters.json").read_text())
     out = {"side": "suprem_auto", "configuration": configuration, "budget": budget, "flags": list(extra),
@@ -135,7 +145,8 @@ def run_ours(task: HeldOutTask, work: Path, budget: str, configuration: str, ext
            "sec_per_iteration": round(plan.get("sec_per_iteration") or 0.0, 3),
            "patch_size": hyper.get("patch_size"), "batch_size": hyper.get("global_batch_size"),
            "network_width": hyper.get("config", {}).get("network_width"), "precision": hyper.get("precision"),
-           "load_before": load_before, "load_after": _load(), "held_out": _score(task, pred, held)}
+           "load_before": load_before, "load_after": _load(), "held_out": _score(task, pred, held),
+           "postprocessing": postprocessing}
     (work / f"ours_{tag}.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
     return out

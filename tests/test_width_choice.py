@@ -108,6 +108,29 @@ def test_the_trainer_times_each_candidate_and_keeps_the_chosen_width(shared_root
     assert recorded["outcome"] == {"iterations": 1234, "sec_per_iteration": 0.31,
                                    "predicted_iterations": choice.predicted_iterations[f"{choice.width:g}"]}
     assert recorded["step_s"] == choice.step_s
+    # the same prediction decides the augmentation: these tiny steps buy many passes over the training cases
+    min_passes = trainer.config.augmentation_min_passes
+    assert min_passes is not None, "the short-budget recipe sets the rule"
+    predicted = choice.predicted_iterations[f"{choice.width:g}"]
+    cases = len(trainer.split()[0])
+    assert recorded["augmentation"]["training_samples"] == cases
+    assert recorded["augmentation"]["predicted_passes"] == pytest.approx(predicted * 2 / cases, rel=0.01)
+    assert recorded["augmentation"]["augment"] is True and trainer.config.augmentation is True
+
+
+def test_a_budget_of_few_passes_over_the_data_trains_without_augmentation(shared_roots, tmp_path):
+    roots = Roots(shared_roots.raw, shared_roots.preprocessed, tmp_path / "results")
+    trainer = build_trainer(4, "3d_fullres", 0, roots, device="cpu", echo=False,
+                            overrides={"budget_s": 150, "num_workers": 1, "augmentation_min_passes": 1e9})
+    choice = trainer.choose_network_width()
+    assert trainer.config.augmentation is False
+    assert choice.augmentation["augment"] is False
+    assert choice.augmentation["training_samples"] == len(trainer.split()[0])
+    assert choice.augmentation["predicted_passes"] < 1e9 and "fewer than" in choice.augmentation["reason"]
+    # a flag that already switched it off is left alone, and without the rule nothing is decided
+    off = build_trainer(4, "3d_fullres", 0, roots, device="cpu", echo=False,
+                        overrides={"budget_s": 150, "num_workers": 1, "augmentation": False})
+    assert not off.choose_network_width().augmentation and off.config.augmentation is False
 
 
 def test_budget_run_records_its_width_and_later_folds_take_it(shared_roots, tmp_path):

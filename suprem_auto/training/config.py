@@ -43,6 +43,8 @@ class TrainingConfig:
     num_threads: Optional[int] = None       # torch threads on CPU; None: cores - workers + 1 (BaseTrainer)
     network_width: float = 1.0              # multiplies the backbone's width argument (networks.scale_width)
     width_candidates: Optional[List[float]] = None  # --budget: widths to time on this machine (training/width_choice)
+    augmentation_min_passes: Optional[float] = None  # --budget: augment only if the run sees each training sample
+                                                     # this often (training/augmentation_choice); None: as set
     seed: int = 12345
     amp: bool = True                        # only takes effect on CUDA
     compile: bool = False

@@ -92,6 +92,7 @@ class WidthChoice:
     predicted_quality: Dict[str, Optional[float]] = field(default_factory=dict)
     skipped: Dict[str, str] = field(default_factory=dict)                # width -> why it was not timed
     outcome: Dict[str, Any] = field(default_factory=dict)                # what the run then did (iterations...)
+    augmentation: Dict[str, Any] = field(default_factory=dict)           # what the predicted iterations decided
 
     def to_json(self) -> Dict[str, Any]:
         return dict(self.__dict__)

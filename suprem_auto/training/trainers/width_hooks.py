@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from suprem_auto.training.augmentation_choice import AugmentationChoice, choose_augmentation
 from suprem_auto.training.width_choice import WidthChoice, choose_width, load_curves
 from suprem_auto.utils.atomic import atomic_write_json
 
@@ -43,9 +44,9 @@ class WidthHooks:
         candidates = self.config.width_candidates
         if not candidates or self.config.budget_s is None or self.dist.enabled:
             return None
-        sibling = self._sibling_width()
+        sibling = (self._sibling_config() or {}).get("network_width")
         if sibling is not None:
-            choice = WidthChoice(width=sibling, reason="the width the model folder's other folds trained with "
+            choice = WidthChoice(width=float(sibling), reason="the width the model folder's other folds trained with "
                                                        "(prediction builds one network for all folds)")
         elif float(self.config.budget_s) < MIN_PROBE_BUDGET_S:
             choice = WidthChoice(width=self.config.network_width,
@@ -55,7 +56,34 @@ class WidthHooks:
             choice = self._timed_choice(sorted({float(c) for c in candidates}))  # narrowest first
         self.config = self.config.replace(network_width=choice.width, width_candidates=None)
         self.width_choice = choice
+        augmentation = self._augmentation_choice(choice)
+        if augmentation is not None:
+            choice.augmentation = augmentation.to_json()
+            self.config = self.config.replace(augmentation=augmentation.augment)
         return choice
+
+    def _augmentation_choice(self, choice: WidthChoice) -> Optional[AugmentationChoice]:
+        """With the recipe's ``augmentation_min_passes``: augmentation off when the iterations predicted for the
+        chosen width see each training sample fewer than that many times (``training/augmentation_choice.py``); a
+        fold whose siblings trained takes their setting. None: nothing decided (no rule, augmentation already off,
+        or no prediction)."""
+        min_passes = self.config.augmentation_min_passes
+        if min_passes is None or not self.config.augmentation:
+            return None
+        sibling = self._sibling_config()
+        if sibling is not None and "augmentation" in sibling:
+            return AugmentationChoice(bool(sibling["augmentation"]), "the setting the model folder's other folds "
+                                                                     "trained with")
+        predicted = choice.predicted_iterations.get(f"{choice.width:g}")
+        if predicted is None:
+            return None
+        train_cases, _ = self.split()
+        if self.is_2d:  # the 2D sampler draws slices
+            samples = sum(int(np.load(self.data_folder / f"{case}.npy", mmap_mode="r").shape[1])
+                          for case in train_cases)
+        else:
+            samples = len(train_cases)
+        return choose_augmentation(int(predicted), self.global_batch_size, samples, float(min_passes))
 
     def _timed_choice(self, candidates: "list[float]") -> WidthChoice:
         deadline = time.monotonic() + PROBE_SHARE * float(self.config.budget_s)
@@ -108,17 +136,17 @@ class WidthHooks:
         """Forget the network, optimiser and loss, so that ``initialize`` builds them again."""
         self.network = self.forward_module = self.optimizer = self.loss = self.grad_scaler = None
 
-    def _sibling_width(self) -> Optional[float]:
-        """The width other trained folds of the model folder recorded (their hyperparameters.json, else their
-        checkpoint's config: ``run.recorded_run``), if any."""
+    def _sibling_config(self) -> Optional[Dict[str, Any]]:
+        """The training configuration another trained fold of the model folder recorded (its hyperparameters.json,
+        else its checkpoint's config: ``run.recorded_run``) with a network width, if any."""
         from suprem_auto.training.model_folder import other_trained_folds
         from suprem_auto.training.run import recorded_run
 
         model_dir = self.fold_dir.parent
         for name in other_trained_folds(model_dir, self.fold_dir):
-            width = ((recorded_run(model_dir / name) or {}).get("config") or {}).get("network_width")
-            if width is not None:
-                return float(width)
+            config = (recorded_run(model_dir / name) or {}).get("config") or {}
+            if config.get("network_width") is not None:
+                return config
         return None
 
     def record_width_choice(self) -> None:
@@ -126,6 +154,8 @@ class WidthHooks:
         if self.width_choice is None or not self.dist.is_main:
             return
         self.log.message(self.width_choice.describe())
+        if self.width_choice.augmentation:
+            self.log.message(AugmentationChoice(**self.width_choice.augmentation).describe())
         atomic_write_json(self.fold_dir / WIDTH_CHOICE_FILE, self.width_choice.to_json())
 
     def record_width_outcome(self, iterations: int, sec_per_iteration: float) -> None:
