@@ -15,6 +15,8 @@ from scipy import ndimage
 from suprem_auto.utils.atomic import load_json
 
 PathLike = Union[str, Path]
+#: the decision's file name, in a model folder (chosen on the cross-validation) or in fold_all (chosen by that run)
+POSTPROCESSING_FILE = "postprocessing.json"
 
 
 def class_values(label: Union[int, Sequence[int]]) -> Tuple[int, ...]:

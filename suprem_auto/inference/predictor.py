@@ -26,7 +26,7 @@ from suprem_auto.inference.cases import (CaseInputs, InputCase, channel_names_of
                                          find_input_cases)
 from suprem_auto.inference.intensity_check import intensity_warnings
 from suprem_auto.inference.export import probabilities_path, segmentation_path, write_case
-from suprem_auto.inference.postprocessing import apply_postprocessing, load_postprocessing
+from suprem_auto.inference.postprocessing import POSTPROCESSING_FILE, apply_postprocessing, load_postprocessing
 from suprem_auto.inference.sliding_window import predict_sliding_window, resolve_precision
 from suprem_auto.networks import build_network
 from suprem_auto.planning import PlansError, load_plans, plans_view
@@ -64,8 +64,8 @@ class PredictionReport:
 def _default_postprocessing_file(folder: Path, fold_names: Sequence[str]) -> Path:
     """The model folder's ``postprocessing.json``; when it has none and only fold 'all' predicts, the one that run
     chose on its training cases (``fold_all/postprocessing.json``, written by the trainer)."""
-    shared = folder / "postprocessing.json"
-    fold_all = folder / "fold_all" / "postprocessing.json"
+    shared = folder / POSTPROCESSING_FILE
+    fold_all = folder / "fold_all" / POSTPROCESSING_FILE
     if not shared.is_file() and list(fold_names) == ["all"] and fold_all.is_file():
         return fold_all
     return shared

@@ -44,9 +44,13 @@ def run_final_validation(network: nn.Module, plans: Dict[str, Any], configuratio
     labels = parse_labels(dataset_json)
     file_ending = dataset_json.get("file_ending", ".nii.gz")
     gt_subset = _reference_subset(gt_folder, case_ids, file_ending, output_folder)
-    classes = list(labels.regions) if labels.has_regions else labels.foreground_labels  # regions: one mask each
-    return evaluate_folder(gt_subset, output_folder, labels=classes, file_ending=file_ending,
+    return evaluate_folder(gt_subset, output_folder, labels=evaluated_classes(labels), file_ending=file_ending,
                            ignore_label=labels.ignore_label, out_dir=output_folder)
+
+
+def evaluated_classes(labels: Any) -> List[Any]:
+    """What a validation scores: the regions (one mask each) of a region-based dataset, else the foreground labels."""
+    return list(labels.regions) if labels.has_regions else list(labels.foreground_labels)
 
 
 def _reference_subset(gt_folder: Path, case_ids: List[str], file_ending: str, output_folder: Path) -> Path:

@@ -9,14 +9,13 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from suprem_auto.inference.postprocessing import POSTPROCESSING_FILE
 from suprem_auto.training import cascade, ddp, reserve
 from suprem_auto.training.budget import ClockSchedule
 
 
 #: sub-folder of a fold 'all' run with the training cases predicted to choose the post-processing on
 POSTPROCESSING_CHECK_DIR = "postprocessing_check"
-#: the fold's post-processing decision (fold 'all'; the predictor applies it when it predicts with that fold alone)
-FOLD_POSTPROCESSING_FILE = "postprocessing.json"
 
 
 def evenly_spread(cases: Sequence[str], count: int) -> List[str]:
@@ -131,11 +130,7 @@ class FinalValidationHooks:
             mean = (summary.get("foreground_mean") or {}).get("dice")
             self.log.message(f"final validation on {len(val_cases)} cases ({self.precision}, {seconds:.1f}s): "
                              f"mean foreground Dice {mean}")
-            if isinstance(self.schedule, ClockSchedule):
-                self.schedule.final_validation_measured_s = seconds
-                self.log.message(f"budget: run ended at {self.clock.elapsed_s:.0f}s of {self.schedule.budget_s:.0f}s "
-                                 f"(final validation {seconds:.1f}s, {self.schedule.final_validation_s:.1f}s reserved)")
-                self.write_schedule()
+            self._record_end_of_run(seconds, "final validation")
         else:
             self.split()
         ddp.barrier(self.dist)
@@ -149,7 +144,7 @@ class FinalValidationHooks:
         helps even so. Returns the decision (None when no case is checked)."""
         from suprem_auto.dataset import parse_labels
         from suprem_auto.evaluation.postprocessing import determine_postprocessing
-        from suprem_auto.training.validation import run_final_validation
+        from suprem_auto.training.validation import evaluated_classes, run_final_validation
 
         cases = self.postprocessing_check_cases()
         if not cases:
@@ -161,11 +156,10 @@ class FinalValidationHooks:
                                  self.fold_dir / POSTPROCESSING_CHECK_DIR, self.config.mirror_axes,
                                  progress=self.log.echo, precision=self.precision)
         labels = parse_labels(self.dataset_json)
-        classes = list(labels.regions) if labels.has_regions else labels.foreground_labels
         decision = determine_postprocessing(self.preprocessed_dataset / "gt_segmentations",
-                                            self.fold_dir / POSTPROCESSING_CHECK_DIR, classes,
+                                            self.fold_dir / POSTPROCESSING_CHECK_DIR, evaluated_classes(labels),
                                             self.dataset_json.get("file_ending", ".nii.gz"),
-                                            out_json=self.fold_dir / FOLD_POSTPROCESSING_FILE,
+                                            out_json=self.fold_dir / POSTPROCESSING_FILE,
                                             ignore_label=labels.ignore_label)
         seconds = time.monotonic() - start
         applied = decision["apply"]
@@ -175,12 +169,15 @@ class FinalValidationHooks:
         after = decision["dice_after"]["foreground_mean"]
         self.log.message(f"fold all: post-processing chosen on {len(cases)} training cases ({seconds:.1f}s): "
                          f"{', '.join(parts) if parts else 'none'} (mean foreground Dice there {before:.4f} -> "
-                         f"{after:.4f}); saved as {FOLD_POSTPROCESSING_FILE}, applied by suprem_predict -f all; "
+                         f"{after:.4f}); saved as {POSTPROCESSING_FILE}, applied by suprem_predict -f all; "
                          f"--postprocessing_cases 0 skips it")
+        self._record_end_of_run(seconds, "post-processing check")
+        return decision
+
+    def _record_end_of_run(self, seconds: float, what: str) -> None:
+        """Clock schedules: the measured time of the end-of-run prediction beside its reserve (log and schedule)."""
         if isinstance(self.schedule, ClockSchedule):
             self.schedule.final_validation_measured_s = seconds
             self.log.message(f"budget: run ended at {self.clock.elapsed_s:.0f}s of {self.schedule.budget_s:.0f}s "
-                             f"(post-processing check {seconds:.1f}s, {self.schedule.final_validation_s:.1f}s "
-                             f"reserved)")
+                             f"({what} {seconds:.1f}s, {self.schedule.final_validation_s:.1f}s reserved)")
             self.write_schedule()
-        return decision

@@ -44,10 +44,11 @@ class WidthHooks:
         candidates = self.config.width_candidates
         if not candidates or self.config.budget_s is None or self.dist.enabled:
             return None
-        sibling = (self._sibling_config() or {}).get("network_width")
+        sibling = self._sibling_config()
         if sibling is not None:
-            choice = WidthChoice(width=float(sibling), reason="the width the model folder's other folds trained with "
-                                                       "(prediction builds one network for all folds)")
+            choice = WidthChoice(width=float(sibling["network_width"]),
+                                 reason="the width the model folder's other folds trained with "
+                                        "(prediction builds one network for all folds)")
         elif float(self.config.budget_s) < MIN_PROBE_BUDGET_S:
             choice = WidthChoice(width=self.config.network_width,
                                  reason=f"budget under {MIN_PROBE_BUDGET_S:.0f}s: nothing timed, the recipe's "
@@ -56,13 +57,14 @@ class WidthHooks:
             choice = self._timed_choice(sorted({float(c) for c in candidates}))  # narrowest first
         self.config = self.config.replace(network_width=choice.width, width_candidates=None)
         self.width_choice = choice
-        augmentation = self._augmentation_choice(choice)
+        augmentation = self._augmentation_choice(choice, sibling)
         if augmentation is not None:
             choice.augmentation = augmentation.to_json()
             self.config = self.config.replace(augmentation=augmentation.augment)
         return choice
 
-    def _augmentation_choice(self, choice: WidthChoice) -> Optional[AugmentationChoice]:
+    def _augmentation_choice(self, choice: WidthChoice,
+                             sibling: Optional[Dict[str, Any]]) -> Optional[AugmentationChoice]:
         """With the recipe's ``augmentation_min_passes``: augmentation off when the iterations predicted for the
         chosen width see each training sample fewer than that many times (``training/augmentation_choice.py``); a
         fold whose siblings trained takes their setting. None: nothing decided (no rule, augmentation already off,
@@ -70,7 +72,6 @@ class WidthHooks:
         min_passes = self.config.augmentation_min_passes
         if min_passes is None or not self.config.augmentation:
             return None
-        sibling = self._sibling_config()
         if sibling is not None and "augmentation" in sibling:
             return AugmentationChoice(bool(sibling["augmentation"]), "the setting the model folder's other folds "
                                                                      "trained with")
