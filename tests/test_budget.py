@@ -280,6 +280,29 @@ def test_short_budget_recipe_picks_width_from_its_table(monkeypatch, tmp_path):
     assert budget_recipe(SupremTrainer, {}, "auto", "cpu", plain) == {}
 
 
+def test_short_budget_recipe_gives_2d_a_smaller_patch_on_cpu_only():
+    """With a CPU budget the 2D patch shrinks to about 0.45 of its area, each axis a multiple of the network's
+    stride and never under 128 voxels (training/budget_patch.py); 3D, GPU and fixed iteration counts keep the
+    plan's patch."""
+    from suprem_auto.training.run import budget_recipe
+
+    unet_2d = {"name": "plain_unet", "kwargs": {"strides": [[1, 1]] + [[2, 2]] * 5}}
+    unet_3d = {"name": "plain_unet", "kwargs": {"strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]]}}
+
+    def patch(overrides, device="cpu", planned=(256, 224), architecture=unet_2d):
+        return budget_recipe(SupremTrainer, overrides, "auto", device, architecture,
+                             planned_patch=planned).get("patch_size")
+
+    assert patch({"budget_s": 600}) == [160, 160]
+    assert patch({"budget_s": 600}, planned=(512, 512)) == [352, 352]
+    assert patch({"budget_s": 600}, planned=(192, 96)) == [128, 96], "no axis under 128 nor above the plan"
+    assert patch({"budget_s": 600}, planned=(56, 40)) is None, "small slices keep their patch"
+    assert patch({"budget_s": 600}, device="cuda") is None
+    assert patch({"iterations": 500}) is None
+    assert patch({"budget_s": 600}, planned=(10, 256, 224), architecture=unet_3d) is None
+    assert patch({"budget_s": 600}, architecture={"name": "plain_unet", "kwargs": {}}) is None, "strides unknown"
+
+
 def test_width_and_patch_reach_the_results_plans_and_threads_are_recorded(roots):
     """Prediction reads the results folder's plans (written from ``effective_plans`` when a training starts): they
     must hold the network and the patch the run trained on."""

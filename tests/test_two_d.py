@@ -135,6 +135,9 @@ def test_2d_training_predicts_held_out_cases_in_their_geometry(trained, tmp_path
 
 def test_2d_budget_run_ends_within_its_budget(planned, tmp_path):
     roots = Roots(planned.raw, planned.preprocessed, tmp_path / "results")
+    planned_patch = _plans(planned)["configurations"]["2d"]["patch_size"]
+    assert build_trainer(4, "2d", 2, roots, overrides={"budget_s": 600.0}, device="cpu",
+                         echo=False).patch_size == planned_patch, "small slices keep their patch under a budget"
     budget = 20
     start = time.monotonic()
     assert train_main(["4", "2d", "2", "--budget", f"{budget}s", *FAST, *_flags(roots)]) == 0
@@ -165,6 +168,17 @@ def test_2d_trains_on_anisotropic_acdc(tmp_path):
     assert plan_main(["-d", "27", "-c", "2d", "-np", "1", *_flags(roots)]) == 0
     plans = json.loads((roots.preprocessed / "Dataset027_ACDC" / "suprem_plans.json").read_text())
     assert plans["configurations"]["2d"]["spacing"] == pytest.approx([1.5625, 1.5625])
+    # a CPU budget trains on a smaller crop of the whole-slice plan (more iterations per minute); a flag wins
+    planned_patch = plans["configurations"]["2d"]["patch_size"]
+    budgeted = build_trainer(27, "2d", 0, roots, overrides={"budget_s": 600.0, "num_folds": 2}, device="cpu",
+                             echo=False)
+    assert budgeted.patch_size == [160, 160] and planned_patch == [256, 224]
+    assert budgeted.effective_plans()["configurations"]["2d"]["patch_size"] == [160, 160], "prediction's plans"
+    flagged = build_trainer(27, "2d", 0, roots, overrides={"budget_s": 600.0, "num_folds": 2,
+                                                           "patch_size": [192, 192]}, device="cpu", echo=False)
+    assert flagged.patch_size == [192, 192]
+    assert build_trainer(27, "2d", 0, roots, overrides={"iterations": 10, "num_folds": 2}, device="cpu",
+                         echo=False).patch_size == planned_patch, "a fixed iteration count keeps the plan's patch"
     assert train_main(["27", "2d", "0", "--iterations", "6", "--network_width", "0.125",
                        "--patch_size", "128x128", "--num_folds", "2", *FAST, *_flags(roots)]) == 0
     summary = json.loads((roots.results / "Dataset027_ACDC" / MODEL / "fold_0" / "validation" / "summary.json")

@@ -23,8 +23,9 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional, Sequence
 
+from suprem_auto.training.budget_patch import budget_patch_2d, total_strides
 from suprem_auto.training.reserve import RecentTimes
 from suprem_auto.training.schedule import SCHEDULES, lr_at_progress, lr_for_epoch
 
@@ -62,14 +63,16 @@ RECIPE_FILE = Path(__file__).with_name("recipes") / "short_budget.json"
 
 
 def short_budget_recipe(budget_s: Optional[float] = None, device_type: str = "cpu",
-                        width_adjustable: bool = False) -> Dict[str, Any]:
+                        width_adjustable: bool = False, planned_patch: Optional[Sequence[int]] = None,
+                        architecture: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """TrainingConfig changes used with --budget / --iterations (``recipes/short_budget.json``, chosen by the
     experiments in benchmarks/RESULTS.md, section "Training on a budget").
 
     With a wall-time budget and a network whose width may change (no pre-trained checkpoint, plain U-Net or
     SegResNet), the recipe also gives ``network_width`` from the file's fallback table for the device and budget and,
     on the devices where widths are timed (``measure_on``), the ``width_candidates`` the trainer times and chooses
-    from (``trainers/width_hooks.py``).
+    from (``trainers/width_hooks.py``). With a wall-time budget, a 2D ``planned_patch`` and a device in the
+    file's ``patch_2d.apply_on``, it also gives a smaller ``patch_size`` (``training/budget_patch.py``).
     """
     recipe = json.loads(RECIPE_FILE.read_text())
     changes = dict(recipe["changes"])
@@ -83,6 +86,14 @@ def short_budget_recipe(budget_s: Optional[float] = None, device_type: str = "cp
                 break
         if device_type in widths.get("measure_on", []) and widths.get("candidates"):
             changes["width_candidates"] = [float(w) for w in widths["candidates"]]
+    patch_rule = recipe.get("patch_2d")
+    if (budget_s is not None and patch_rule and planned_patch is not None and len(planned_patch) == 2
+            and device_type in patch_rule.get("apply_on", [])):
+        strides = total_strides(architecture, 2)
+        patch = budget_patch_2d(planned_patch, strides, float(patch_rule["area_factor"]),
+                                int(patch_rule["min_edge"])) if strides else None
+        if patch is not None:
+            changes["patch_size"] = patch
     return changes
 
 

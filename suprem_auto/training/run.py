@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
 
 from suprem_auto.paths import Roots
 from suprem_auto.planning import DEFAULT_PLANS_NAME, load_plans, plans_view
@@ -68,10 +68,12 @@ def default_trainer_name(trainer_name: Optional[str], pretrained: Optional[str] 
 
 
 def budget_recipe(trainer_class: type, overrides: Dict[str, Any], recipe: str = "auto", device_type: str = "cpu",
-                  architecture: Optional[Dict[str, Any]] = None, pretrained: Optional[str] = None) -> Dict[str, Any]:
+                  architecture: Optional[Dict[str, Any]] = None, pretrained: Optional[str] = None,
+                  planned_patch: Optional[Sequence[int]] = None) -> Dict[str, Any]:
     """The short-budget recipe changes to apply (empty without --budget/--iterations or with ``recipe='trainer'``;
     ``auto`` applies it only to trainers whose defaults are nnU-Net's, not to fine-tuning recipes). The network
-    width is only changed for a wall-time budget, a plain U-Net / SegResNet and no pre-trained checkpoint."""
+    width is only changed for a wall-time budget, a plain U-Net / SegResNet and no pre-trained checkpoint; the
+    patch only for a wall-time budget and a 2D ``planned_patch``."""
     from suprem_auto.training.budget import short_budget_recipe
     from suprem_auto.training.config import TrainingConfig
 
@@ -84,7 +86,7 @@ def budget_recipe(trainer_class: type, overrides: Dict[str, Any], recipe: str = 
         return {}
     width_adjustable = (pretrained is None and getattr(trainer_class, "backbone", None) is None
                         and _short_budget_width((architecture or {}).get("name")))
-    return short_budget_recipe(overrides.get("budget_s"), device_type, width_adjustable)
+    return short_budget_recipe(overrides.get("budget_s"), device_type, width_adjustable, planned_patch, architecture)
 
 
 def _short_budget_width(architecture_name: Optional[str]) -> bool:
@@ -141,9 +143,10 @@ def build_trainer(dataset: Union[str, int], configuration: str, fold: Union[int,
     plans = load_plans_file(pre_dataset / f"{plans_name}.json")
     torch_device = resolve_device(device, ctx.local_rank if ctx.enabled else None)
     view = plans_view(plans, pre_dataset / f"{plans_name}.json")
-    architecture = view.configuration(configuration).architecture.to_json() \
-        if configuration in view.configurations else None
-    recipe_changes = budget_recipe(cls, overrides, recipe, torch_device.type, architecture, pretrained)
+    configuration_plan = view.configuration(configuration) if configuration in view.configurations else None
+    architecture = configuration_plan.architecture.to_json() if configuration_plan is not None else None
+    planned_patch = configuration_plan.patch_size if configuration_plan is not None else None
+    recipe_changes = budget_recipe(cls, overrides, recipe, torch_device.type, architecture, pretrained, planned_patch)
     policy = finetune_policy_for(pretrained, overrides.get("finetune_policy"))
     policy_changes = dict(policy.changes) if policy is not None else {}
     overrides["finetune_policy"] = policy.name if policy is not None else None

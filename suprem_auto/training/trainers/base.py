@@ -312,6 +312,13 @@ class BaseTrainer(DataHooks, FinalValidationHooks, CheckpointHooks, WidthHooks):
             return ["encoder"]
         return []
 
+    def _patch_source(self) -> str:
+        """Who changed the planned patch: the short-budget recipe (training/budget_patch.py) or a flag."""
+        recipe = self.recipe or {}
+        if "patch_size" in recipe.get("changes", {}) and "patch_size" not in recipe.get("overridden_by_flags", []):
+            return "short-budget recipe: a smaller 2D crop buys more iterations"
+        return "--patch_size"
+
     def on_train_start(self) -> None:
         self.fold_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
@@ -319,8 +326,11 @@ class BaseTrainer(DataHooks, FinalValidationHooks, CheckpointHooks, WidthHooks):
         budgeted = self.ensure_schedule().budgeted
         length = ("epochs planned over the budget" if budgeted
                   else f"epochs {self.current_epoch}->{self.config.num_epochs}")
+        planned = list(self.configuration_plan.patch_size)
+        patch = (f"patch {self.patch_size}" if self.patch_size == planned
+                 else f"patch {self.patch_size} (planned {planned}; {self._patch_source()})")
         self.log.message(f"{self.trainer_name}: fold {self.fold}, configuration {self.configuration}, "
-                         f"patch {self.patch_size}, batch {self.global_batch_size}, device {self.device} "
+                         f"{patch}, batch {self.global_batch_size}, device {self.device} "
                          f"({self.precision}{', channels_last_3d' if self.channels_last else ''}), "
                          f"ranks {self.dist.world_size}, {length}")
         if (not budgeted and self.config.lr_schedule == "warmup_cosine"
