@@ -9,10 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import List
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,6 +194,40 @@ def test_dead_worker_noticed_within_two_seconds_among_several(roots, tmp_path):
         assert time.monotonic() - start < 2.0
     finally:
         stream.close()
+
+
+class _LargeBatches:
+    """An augmentation whose batches (8 MB) are far larger than a pipe's buffer: a kill lands in mid-message."""
+
+    def __call__(self, **batch):
+        batch["data"] = np.random.rand(2, 1, 64, 128, 64).astype(np.float32)
+        return batch
+
+
+def test_worker_killed_in_the_middle_of_a_batch_is_noticed_not_waited_for(roots):
+    """A worker killed for memory while its batch is half sent must not leave the trainer waiting forever."""
+    for trial in range(3):
+        stream = BatchStream(_sampler(roots), _LargeBatches(), num_workers=3, seed=trial)
+        outcome: List[BaseException] = []
+
+        def read_until_it_fails() -> None:
+            try:
+                for _ in range(10_000):
+                    next(stream)
+            except BaseException as error:  # noqa: BLE001 - handed to the test thread
+                outcome.append(error)
+
+        try:
+            next(stream)
+            time.sleep(0.3)  # the workers are now blocked writing their next batches into full pipes
+            os.kill(stream._processes[trial].pid, signal.SIGKILL)
+            reader = threading.Thread(target=read_until_it_fails, daemon=True)
+            reader.start()
+            reader.join(timeout=15)
+            assert not reader.is_alive(), "the trainer is still waiting on a dead worker's half-sent batch"
+            assert isinstance(outcome[0], DataWorkerError) and f"data worker {trial} died" in str(outcome[0])
+        finally:
+            stream.close()
 
 
 def test_hung_worker_noticed_after_the_timeout(roots, tmp_path):

@@ -1,29 +1,38 @@
 """Background worker processes that sample and augment batches; a worker's error is re-raised in the trainer.
 
-The workers are watched: each stamps a shared heartbeat before every batch and while it waits for room in the queue.
-Every read checks them all, so a dead worker is noticed within a read timeout (0.25 s) even while the others keep the
-queue full, and one whose heartbeat is older than ``hang_timeout_s`` counts as hung. Either raises
-:class:`DataWorkerError`."""
+Each worker has its own pipe to the trainer, and the trainer closes its copy of the pipe's write end once the worker
+has started. So a worker that dies in the middle of a batch (killed for memory, for instance) leaves an end of file
+that the trainer reads as that worker's death; a single queue shared by all workers would leave a half-written
+message that blocks the reader forever, and its lock held by the dead writer would block the other workers too.
+
+The workers are watched: each stamps a shared heartbeat before every batch and while it waits for room in its
+outgoing buffer. Every read checks them all, so a dead worker is noticed within a read timeout (0.25 s) even while the
+others keep the trainer supplied, and one whose heartbeat is older than ``hang_timeout_s`` counts as hung. Either
+raises :class:`DataWorkerError`."""
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
 import queue
 import random
+import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from suprem_auto.training.data.sampler import PatchSampler
 
 Batch = Dict[str, Any]
+Message = Tuple[str, int, Any]
 
 
 #: seconds without a heartbeat after which a worker counts as hung (one batch never takes that long)
 DEFAULT_HANG_TIMEOUT_S = 300.0
 _READ_TIMEOUT_S = 0.25
+_CLOSED = object()  # tells a worker's sender thread that nothing more comes
 
 
 class DataWorkerError(RuntimeError):
@@ -54,29 +63,49 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed % 2 ** 32)
 
 
-def _worker_loop(sampler: PatchSampler, transform: Callable[..., Batch], seed: int, out: "mp.Queue",
-                 stop: "mp.synchronize.Event", worker_id: int, parent_pid: int, heartbeat: Any) -> None:
+def _send_forever(outbox: "queue.Queue[Any]", channel: Connection) -> None:
+    """Worker-side sender thread: pipe each message to the trainer in order (a send blocks while the trainer is busy)."""
+    while True:
+        message = outbox.get()
+        if message is _CLOSED:
+            return
+        try:
+            channel.send(message)
+        except OSError:  # the trainer is gone
+            return
+
+
+def _worker_loop(sampler: PatchSampler, transform: Callable[..., Batch], seed: int, channel: Connection,
+                 stop: "mp.synchronize.Event", worker_id: int, parent_pid: int, heartbeat: Any,
+                 buffer_size: int) -> None:
     def running() -> bool:
         heartbeat[worker_id] = time.monotonic()
         # a trainer killed by a signal never sets ``stop``: its workers notice that they were re-parented
         return not stop.is_set() and os.getppid() == parent_pid
 
+    def deliver(message: Any) -> bool:
+        while running():
+            try:
+                outbox.put(message, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    outbox: "queue.Queue[Any]" = queue.Queue(maxsize=buffer_size)
+    sender = threading.Thread(target=_send_forever, args=(outbox, channel), daemon=True, name="suprem-data-sender")
+    sender.start()
     try:
         sampler.reseed(seed)
         _seed_everything(seed)
         while running():
-            batch = transform(**sampler.sample_batch())
-            while running():
-                try:
-                    out.put(("batch", worker_id, batch), timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
+            if not deliver(("batch", worker_id, transform(**sampler.sample_batch()))):
+                break
     except BaseException:  # report everything, including KeyboardInterrupt, to the parent
-        out.put(("error", worker_id, traceback.format_exc()))
-        return
-    # Batches still buffered for a reader that is gone (or no longer reads) must not keep this process from exiting.
-    out.cancel_join_thread()
+        if deliver(("error", worker_id, traceback.format_exc())) and deliver(_CLOSED):
+            while sender.is_alive() and running():  # the error must reach the trainer before this process ends
+                sender.join(timeout=0.5)
+    # A sender still blocked on a reader that no longer reads is a daemon thread: it does not keep this process alive.
 
 
 class BatchStream:
@@ -90,7 +119,8 @@ class BatchStream:
         self.num_workers = num_workers
         self.seed = seed
         self._processes: List[mp.Process] = []
-        self._queue: Optional[mp.Queue] = None
+        self._channels: List[Optional[Connection]] = []  # per worker; None once its end of file was read
+        self._next_reader = 0
         self._stop = None
         self._heartbeat: Any = None
         if num_workers == 0:
@@ -101,15 +131,17 @@ class BatchStream:
 
     def _start(self, queue_size: int) -> None:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        self._queue = ctx.Queue(maxsize=queue_size * self.num_workers)
         self._stop = ctx.Event()
         self._heartbeat = ctx.Array("d", [time.monotonic()] * self.num_workers, lock=False)
         for i in range(self.num_workers):
+            reader, writer = ctx.Pipe(duplex=False)
             p = ctx.Process(target=_worker_loop, daemon=True, name=f"suprem-data-{i}",
-                            args=(self.sampler, self.transform, self.seed + 7919 * i, self._queue, self._stop, i,
-                                  os.getpid(), self._heartbeat))
+                            args=(self.sampler, self.transform, self.seed + 7919 * i, writer, self._stop, i,
+                                  os.getpid(), self._heartbeat, queue_size))
             p.start()
+            writer.close()  # the worker holds the only write end: its death is an end of file here
             self._processes.append(p)
+            self._channels.append(reader)
 
     def __iter__(self) -> "BatchStream":
         return self
@@ -118,27 +150,47 @@ class BatchStream:
         if self.num_workers == 0:
             return self.transform(**self.sampler.sample_batch())
         while True:
-            try:
-                kind, worker_id, payload = self._queue.get(timeout=_READ_TIMEOUT_S)
-            except queue.Empty:
-                kind = None
-            if kind == "error":
+            message = self._read_one()
+            if message is not None and message[0] == "error":
                 self.close()
-                raise DataWorkerError(f"data worker {worker_id} failed: {_last_line(payload)}", payload)
+                raise DataWorkerError(f"data worker {message[1]} failed: {_last_line(message[2])}", message[2])
             self._check_workers()
-            if kind is not None:
-                return payload
+            if message is not None:
+                return message[2]
+
+    def _read_one(self) -> Optional[Message]:
+        """One message from a worker with data ready (taking turns), or None after the read timeout."""
+        open_channels = [c for c in self._channels if c is not None]
+        if not open_channels:
+            time.sleep(_READ_TIMEOUT_S)
+            return None
+        ready = set(wait(open_channels, timeout=_READ_TIMEOUT_S))
+        for offset in range(len(self._channels)):
+            i = (self._next_reader + offset) % len(self._channels)
+            channel = self._channels[i]
+            if channel is None or channel not in ready:
+                continue
+            self._next_reader = i + 1
+            try:
+                return channel.recv()
+            except (EOFError, OSError):  # the worker ended, perhaps in the middle of a message
+                channel.close()
+                self._channels[i] = None
+                self._processes[i].join(timeout=1.0)  # let its death be seen by the check that follows
+                if self._processes[i].is_alive():
+                    self.close()
+                    raise DataWorkerError(f"data worker {i} closed its pipe while still running")
+        return None
 
     def _check_workers(self) -> None:
         """Raise (after stopping the others) when a worker died or its heartbeat is older than the hang timeout."""
         for i, p in enumerate(self._processes):
             if not p.is_alive():
                 code = p.exitcode
-                reported = self._reported_error()  # its error may still wait behind batches in the queue
+                reported = self._reported_error(i)  # its error may still wait behind batches in its pipe
                 self.close()
                 if reported is not None:
-                    worker_id, details = reported
-                    raise DataWorkerError(f"data worker {worker_id} failed: {_last_line(details)}", details)
+                    raise DataWorkerError(f"data worker {i} failed: {_last_line(reported)}", reported)
                 raise DataWorkerError(f"data worker {i} died without a Python error (exit code {code}; a negative "
                                       f"code is a signal, -9 usually means out of memory: try fewer --num_workers "
                                       f"or a smaller batch)")
@@ -149,16 +201,20 @@ class BatchStream:
                 raise DataWorkerError(f"data worker {i} (PID {pid}) hung: no sign of life for {silent:.0f} s "
                                       f"(limit {self.hang_timeout_s:.0f} s)")
 
-    def _reported_error(self) -> "Optional[tuple[int, str]]":
-        """The first error message still in the queue (the workers are stopped first; batches are discarded)."""
-        self._stop.set()
-        for _ in range(10_000):
+    def _reported_error(self, worker_id: int) -> Optional[str]:
+        """The error message a dead worker left in its pipe, if any (batches before it are discarded)."""
+        channel = self._channels[worker_id]
+        if channel is None:
+            return None
+        for _ in range(10_000):  # the writer is dead: everything left is already in the pipe
             try:
-                kind, worker_id, payload = self._queue.get(timeout=0.2)
-            except queue.Empty:
+                if not channel.poll(0):
+                    return None
+                kind, _, payload = channel.recv()
+            except (EOFError, OSError):
                 return None
             if kind == "error":
-                return worker_id, payload
+                return payload
         return None
 
     def close(self) -> None:
@@ -171,10 +227,10 @@ class BatchStream:
                 p.terminate()
                 p.join(timeout=2)
         self._processes = []
-        if self._queue is not None:
-            self._queue.cancel_join_thread()
-            self._queue.close()
-            self._queue = None
+        for channel in self._channels:
+            if channel is not None:
+                channel.close()
+        self._channels = []
 
     def __del__(self) -> None:
         try:
