@@ -131,6 +131,28 @@ def test_a_budget_of_few_passes_over_the_data_trains_without_augmentation(shared
     off = build_trainer(4, "3d_fullres", 0, roots, device="cpu", echo=False,
                         overrides={"budget_s": 150, "num_workers": 1, "augmentation": False})
     assert not off.choose_network_width().augmentation and off.config.augmentation is False
+    # mirroring asked for on the command line goes with the augmentation the rule switches off (no test-time
+    # mirroring of a model that never saw a mirrored image); kept where augmentation stays on
+    mirrored = dict(budget_s=150, num_workers=1, mirror_axes=[2])
+    dropped = build_trainer(4, "3d_fullres", 0, roots, device="cpu", echo=False,
+                            overrides={**mirrored, "augmentation_min_passes": 1e9})
+    dropped.choose_network_width()
+    assert dropped.config.augmentation is False and dropped.config.mirror_axes is None
+    kept = build_trainer(4, "3d_fullres", 0, roots, device="cpu", echo=False,
+                         overrides={**mirrored, "augmentation_min_passes": 0})
+    kept.choose_network_width()
+    assert kept.config.augmentation is True and kept.config.mirror_axes == [2]
+    from suprem_auto.cli.train import build_parser
+    from suprem_auto.training.config import overrides_from_args
+
+    def parsed(*flags: str):
+        return overrides_from_args(build_parser().parse_args(["4", "all", *flags]))
+
+    assert parsed("--mirror_axes", "2,0")["mirror_axes"] == [0, 2]
+    for wrong, message in [(["--mirror_axes", "3"], "among 0, 1 and 2"), (["--mirror_axes", "x"], "comma-separated"),
+                           (["--mirror_axes", "2", "--no_mirroring"], "cannot be combined")]:
+        with pytest.raises(ValueError, match=message):
+            parsed(*wrong)
 
 
 def test_budget_run_records_its_width_and_later_folds_take_it(shared_roots, tmp_path):

@@ -60,7 +60,9 @@ class WidthHooks:
         augmentation = self._augmentation_choice(choice, sibling)
         if augmentation is not None:
             choice.augmentation = augmentation.to_json()
-            self.config = self.config.replace(augmentation=augmentation.augment)
+            # mirroring is part of the augmentation: a run trained without it does not mirror at test time
+            self.config = self.config.replace(augmentation=augmentation.augment,
+                                              mirror_axes=self.config.mirror_axes if augmentation.augment else None)
         return choice
 
     def _augmentation_choice(self, choice: WidthChoice,
