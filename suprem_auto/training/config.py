@@ -66,6 +66,11 @@ class TrainingConfig:
             raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **changes)
 
+    def with_augmentation(self, augment: bool) -> "TrainingConfig":
+        """A copy with augmentation on or off; mirroring is part of it, so a run trained without augmentation does
+        not mirror at test time either."""
+        return self.replace(augmentation=augment, mirror_axes=self.mirror_axes if augment else None)
+
     def to_json(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -43,6 +43,11 @@ class DataWorkerError(RuntimeError):
         self.summary = summary
         self.details = details
 
+    @classmethod
+    def reported(cls, worker_id: int, details: str) -> "DataWorkerError":
+        """The error a worker sent: its traceback's last line as the summary."""
+        return cls(f"data worker {worker_id} failed: {_last_line(details)}", details)
+
 
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
@@ -153,7 +158,7 @@ class BatchStream:
             message = self._read_one()
             if message is not None and message[0] == "error":
                 self.close()
-                raise DataWorkerError(f"data worker {message[1]} failed: {_last_line(message[2])}", message[2])
+                raise DataWorkerError.reported(message[1], message[2])
             self._check_workers()
             if message is not None:
                 return message[2]
@@ -190,7 +195,7 @@ class BatchStream:
                 reported = self._reported_error(i)  # its error may still wait behind batches in its pipe
                 self.close()
                 if reported is not None:
-                    raise DataWorkerError(f"data worker {i} failed: {_last_line(reported)}", reported)
+                    raise DataWorkerError.reported(i, reported)
                 raise DataWorkerError(f"data worker {i} died without a Python error (exit code {code}; a negative "
                                       f"code is a signal, -9 usually means out of memory: try fewer --num_workers "
                                       f"or a smaller batch)")

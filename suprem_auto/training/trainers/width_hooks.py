@@ -60,9 +60,7 @@ class WidthHooks:
         augmentation = self._augmentation_choice(choice, sibling)
         if augmentation is not None:
             choice.augmentation = augmentation.to_json()
-            # mirroring is part of the augmentation: a run trained without it does not mirror at test time
-            self.config = self.config.replace(augmentation=augmentation.augment,
-                                              mirror_axes=self.config.mirror_axes if augmentation.augment else None)
+            self.config = self.config.with_augmentation(augmentation.augment)
         return choice
 
     def _augmentation_choice(self, choice: WidthChoice,
