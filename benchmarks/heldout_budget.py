@@ -5,6 +5,8 @@ the same wall time on the same training cases (fold ``all``), both scored on the
     python benchmarks/heldout_budget.py ours    --work benchmarks/work/acdc --budget 10m [-c 2d]
     python benchmarks/heldout_budget.py nnunet  --work benchmarks/work/acdc --budget 10m --venv /tmp/nnunet_venv
     python benchmarks/heldout_budget.py ours    --dataset hippocampus --work benchmarks/work/hippo_all --budget 40m
+    python benchmarks/heldout_budget.py ensemble --dataset hippocampus --work benchmarks/work/hippo_all \
+        --runs 3d_fullres_40m 3d_fullres_40m_network_width_0.5    # average earlier runs' softmax outputs
 
 Datasets of ../shared/data: ``acdc`` (Dataset027_ACDC, 70 patients with both frames each; every 5th patient in
 sorted order is held out: 14 patients, 28 volumes, both frames of a patient on one side; the other 56 patients, 112
@@ -103,6 +105,13 @@ def _score(task: HeldOutTask, pred: Path, held: Sequence[str]) -> Dict[str, Any]
     return scores
 
 
+def _predict(work: Path, model: Path, out: Path, *flags: str) -> None:
+    """``suprem_predict`` of a fold-``all`` model on the held-out images."""
+    subprocess.run([sys.executable, "-m", "suprem_auto.cli.predict", "-i", str(work / "heldout_images"), "-o",
+                    str(out), "-m", str(model), "-f", "all", "-device", "cpu", "--disable_progress_bar", *flags],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
 def run_ours(task: HeldOutTask, work: Path, budget: str, configuration: str, extra: Sequence[str]) -> Dict[str, Any]:
     """Plan and preprocess (once per configuration), train fold all on the budget, predict the held-out images."""
     held = prepare(task, work)
@@ -124,9 +133,7 @@ def run_ours(task: HeldOutTask, work: Path, budget: str, configuration: str, ext
     pred = results / "heldout_pred"
 
     def predict(out: Path, *flags: str) -> None:
-        subprocess.run([sys.executable, "-m", "suprem_auto.cli.predict", "-i", str(work / "heldout_images"), "-o",
-                        str(out), "-m", str(model), "-f", "all", "-device", "cpu", "--disable_progress_bar", *flags],
-                       check=True, stdout=subprocess.DEVNULL)
+        _predict(work, model, out, *flags)
 
     start = time.monotonic()
     predict(pred)
@@ -148,6 +155,35 @@ def run_ours(task: HeldOutTask, work: Path, budget: str, configuration: str, ext
            "load_before": load_before, "load_after": _load(), "held_out": _score(task, pred, held),
            "postprocessing": postprocessing}
     (work / f"ours_{tag}.json").write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+    return out
+
+
+def run_ensemble(task: HeldOutTask, work: Path, tags: Sequence[str]) -> Dict[str, Any]:
+    """The softmax outputs of several ``ours`` runs (``results/<tag>``, possibly of different widths or recipes)
+    averaged per held-out case, argmax, scored: how far more training time spent on more models gets."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    held = prepare(task, work)
+    prob_dirs = []
+    for tag in tags:
+        model = next((work / "results" / tag / task.folder).glob("*__*"))
+        probs = work / "results" / tag / "heldout_prob"
+        if not probs.is_dir():
+            _predict(work, model, probs, "--save_probabilities")
+        prob_dirs.append(probs)
+    out_dir = work / "results" / ("ensemble_" + "+".join(tags))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for case in held:
+        mean = sum(np.load(d / f"{case}.npz")["probabilities"].astype(np.float32) for d in prob_dirs)
+        reference = sitk.ReadImage(str(prob_dirs[0] / f"{case}.nii.gz"))
+        image = sitk.GetImageFromArray(np.argmax(mean, axis=0).astype(np.uint8))
+        image.CopyInformation(reference)
+        sitk.WriteImage(image, str(out_dir / f"{case}.nii.gz"))
+    out = {"side": "suprem_auto", "ensemble_of": list(tags), "cpu": _cpu_name(),
+           "held_out": _score(task, out_dir, held)}
+    (work / f"ensemble_{'+'.join(tags)}.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
     return out
 
@@ -205,18 +241,22 @@ def run_nnunet(task: HeldOutTask, work: Path, budget: str, venv: Path,
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["prepare", "ours", "nnunet"])
+    parser.add_argument("mode", choices=["prepare", "ours", "nnunet", "ensemble"])
     parser.add_argument("--dataset", choices=sorted(TASKS), default="acdc")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work/acdc"))
     parser.add_argument("--budget", default="10m")
     parser.add_argument("-c", "--configuration", default="3d_fullres", help="configuration to train (both sides)")
     parser.add_argument("--venv", type=Path, default=Path("/tmp/nnunet_venv"), help="nnU-Net v2 venv")
     parser.add_argument("--flags", default="", help="ours: extra suprem_train flags, space separated")
+    parser.add_argument("--runs", nargs="+", default=[],
+                        help="ensemble: result folders of earlier 'ours' runs (e.g. 3d_fullres_40m) to average")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     task = TASKS[args.dataset]
     if args.mode == "prepare":
         prepare(task, args.work)
+    elif args.mode == "ensemble":
+        run_ensemble(task, args.work, args.runs)
     elif args.mode == "ours":
         run_ours(task, args.work, args.budget, args.configuration, args.flags.split())
     else:

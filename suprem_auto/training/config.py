@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 
 @dataclass
@@ -147,9 +147,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no_augmentation", action="store_true", help="no data augmentation (mirroring included)")
     group.add_argument("--no_mirroring", action="store_true",
                        help="no mirroring, neither as augmentation nor at inference (test-time)")
-    group.add_argument("--mirror_axes", default=None,
-                       help="patch axes mirrored, as augmentation and at test time, comma separated (e.g. 2, or "
-                            "0,1,2 as nnU-Net; default: the trainer's, which the short-budget recipe sets to none)")
+    group.add_argument("--mirror_axes", default=None, nargs="+",
+                       help="patch axes mirrored, as augmentation and at test time (e.g. 2, or 0,1,2 or 0 1 2 as "
+                            "nnU-Net; default: the trainer's, which the short-budget recipe sets to none)")
     group.add_argument("--patch_size", default=None,
                        help="patch size ZxYxX, e.g. 40x56x40, or YxX for 2d (default: the plans')")
     group.add_argument("--budget", default=None,
@@ -179,14 +179,16 @@ def parse_multipliers(text: str) -> Dict[str, float]:
     return out
 
 
-def parse_mirror_axes(text: str, mirroring_refused: bool) -> List[int]:
-    """``--mirror_axes 0,2`` as a sorted list of distinct axes 0-2; a malformed value raises a one-line error."""
+def parse_mirror_axes(values: Union[str, Sequence[str]], mirroring_refused: bool) -> List[int]:
+    """``--mirror_axes 0,2`` (or ``0 2``) as a sorted list of distinct axes 0-2; a malformed value raises a one-line
+    error."""
+    text = values if isinstance(values, str) else ",".join(values)
     if mirroring_refused:
         raise ValueError("--mirror_axes cannot be combined with --no_mirroring or --no_augmentation")
     try:
         axes = sorted({int(v) for v in text.replace(" ", "").split(",") if v != ""})
     except ValueError:
-        raise ValueError(f"--mirror_axes: '{text}' is not a comma-separated list of axes (e.g. 2 or 0,1,2)") from None
+        raise ValueError(f"--mirror_axes: '{text}' is not a list of axes (e.g. 2, 0,1,2 or 0 1 2)") from None
     if not axes or any(a not in (0, 1, 2) for a in axes):
         raise ValueError(f"--mirror_axes: '{text}' must name axes among 0, 1 and 2 (e.g. 2 or 0,1,2)")
     return axes
