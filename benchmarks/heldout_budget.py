@@ -132,16 +132,13 @@ def run_ours(task: HeldOutTask, work: Path, budget: str, configuration: str, ext
     model = next((results / task.folder).glob(f"*__{configuration}"))
     pred = results / "heldout_pred"
 
-    def predict(out: Path, *flags: str) -> None:
-        _predict(work, model, out, *flags)
-
     start = time.monotonic()
-    predict(pred)
+    _predict(work, model, pred)
     predict_s = time.monotonic() - start
     pp_file = model / "fold_all" / "postprocessing.json"
     postprocessing = None
     if pp_file.is_file():  # what the run chose on its training cases; the Dice without it, for comparison
-        predict(results / "heldout_pred_no_pp", "--disable_postprocessing")
+        _predict(work, model, results / "heldout_pred_no_pp", "--disable_postprocessing")
         postprocessing = {"apply": json.loads(pp_file.read_text())["apply"],
                           "held_out_without": _score(task, results / "heldout_pred_no_pp", held)}
     plan = json.loads((model / "fold_all" / "budget_plan.json").read_text())
@@ -176,9 +173,9 @@ def run_ensemble(task: HeldOutTask, work: Path, tags: Sequence[str]) -> Dict[str
     out_dir = work / "results" / ("ensemble_" + "+".join(tags))
     out_dir.mkdir(parents=True, exist_ok=True)
     for case in held:
-        mean = sum(np.load(d / f"{case}.npz")["probabilities"].astype(np.float32) for d in prob_dirs)
+        summed = sum(np.load(d / f"{case}.npz")["probabilities"].astype(np.float32) for d in prob_dirs)
         reference = sitk.ReadImage(str(prob_dirs[0] / f"{case}.nii.gz"))
-        image = sitk.GetImageFromArray(np.argmax(mean, axis=0).astype(np.uint8))
+        image = sitk.GetImageFromArray(np.argmax(summed, axis=0).astype(np.uint8))
         image.CopyInformation(reference)
         sitk.WriteImage(image, str(out_dir / f"{case}.nii.gz"))
     out = {"side": "suprem_auto", "ensemble_of": list(tags), "cpu": _cpu_name(),

@@ -149,7 +149,7 @@ def test_a_budget_of_few_passes_over_the_data_trains_without_augmentation(shared
         return overrides_from_args(build_parser().parse_args(["4", "all", *flags]))
 
     assert parsed("--mirror_axes", "2,0")["mirror_axes"] == [0, 2]
-    assert parsed("--mirror_axes", "0", "1", "2")["mirror_axes"] == [0, 1, 2]  # nnU-Net users type spaces
+    assert parsed("--mirror_axes", "0", "1", "2")["mirror_axes"] == [0, 1, 2]  # spaces, as in -f 0 1 2
     for wrong, message in [(["--mirror_axes", "3"], "among 0, 1 and 2"), (["--mirror_axes", "x"], "not a list of axes"),
                            (["--mirror_axes", "2", "--no_mirroring"], "cannot be combined")]:
         with pytest.raises(ValueError, match=message):

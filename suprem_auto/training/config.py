@@ -190,7 +190,7 @@ def parse_mirror_axes(values: Union[str, Sequence[str]], mirroring_refused: bool
     except ValueError:
         raise ValueError(f"--mirror_axes: '{text}' is not a list of axes (e.g. 2, 0,1,2 or 0 1 2)") from None
     if not axes or any(a not in (0, 1, 2) for a in axes):
-        raise ValueError(f"--mirror_axes: '{text}' must name axes among 0, 1 and 2 (e.g. 2 or 0,1,2)")
+        raise ValueError(f"--mirror_axes: '{text}' must name axes among 0, 1 and 2 (e.g. 2, 0,1,2 or 0 1 2)")
     return axes
 
 
